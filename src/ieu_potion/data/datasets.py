@@ -1,0 +1,179 @@
+"""Kedro dataset types: choose and swap data sets in catalog YAML.
+
+Source data sets (``DigitsDataset``, ``Cifar10Dataset``, ``ImageFolderDataset``) are
+read-only and load ``{"train": ImageSet, "test": ImageSet}``.  Each has a cheap
+``check()`` that the project's hook calls for every input of a run before any node
+starts, so that a missing folder or wrong layout is reported up front, with the name of
+the catalog entry.  The project's own artifacts are ``ImageSetDataset`` (one image set),
+``ArraysDataset`` (named integer/float arrays) and ``PlotlyFigureDataset``; all three are
+written atomically and read without pickle.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from kedro.io import AbstractDataset, DatasetError
+from kedro_datasets._typing import PlotlyPreview
+
+from ieu_potion.data import cifar10, digits, folders
+from ieu_potion.data.errors import DataLayoutError
+from ieu_potion.data.imageset import ImageSet
+from ieu_potion.io import atomic_write_bytes, atomic_write_text
+
+
+class _SourceDataset(AbstractDataset[None, dict[str, ImageSet]]):
+    """A read-only source of train and test image sets."""
+
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{type(self).__name__} is a read-only source data set")
+
+    def check(self) -> None:
+        """Raise ``DataLayoutError`` or ``ValueError`` if ``load`` cannot work."""
+
+
+class DigitsDataset(_SourceDataset):
+    """scikit-learn digits, plain or composited over scikit-image photographs (offline)."""
+
+    def __init__(self, metadata: dict[str, Any] | None = None, **settings: Any) -> None:
+        self.metadata = metadata
+        if "photos" in settings:
+            settings["photos"] = tuple(settings["photos"])
+        self._settings = settings
+
+    def check(self) -> None:
+        defaults = _defaults(digits.make_digits)
+        unknown = sorted(set(self._settings) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown digits settings {unknown}; valid: {', '.join(defaults)}")
+        merged = {**defaults, **self._settings}
+        merged.pop("seed")
+        digits.check_settings(**merged)
+
+    def load(self) -> dict[str, ImageSet]:
+        return digits.make_digits(**self._settings)
+
+    def _describe(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+
+class Cifar10Dataset(_SourceDataset):
+    """A ``cifar-10-batches-py`` folder, read from its batch files without unpickling code."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def check(self) -> None:
+        has_train = self._path.is_dir() and any(self._path.glob("data_batch_*"))
+        if not has_train or not (self._path / "test_batch").is_file():
+            raise DataLayoutError(
+                f"{self._path} does not exist or is incomplete; expected {cifar10.LAYOUT}"
+            )
+
+    def load(self) -> dict[str, ImageSet]:
+        return cifar10.read_cifar10(self._path)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class ImageFolderDataset(_SourceDataset):
+    """Class-per-subfolder images (GTSRB, TinyImageNet, Imagenette), resized on load."""
+
+    def __init__(
+        self,
+        path: str,
+        image_size: int,
+        train_dir: str = "train",
+        test_dir: str | None = "val",
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+        self._kwargs = {
+            "image_size": image_size,
+            "train_dir": train_dir,
+            "test_dir": test_dir,
+            "test_fraction": test_fraction,
+            "seed": seed,
+        }
+
+    def check(self) -> None:
+        expected = folders.layout(self._kwargs["train_dir"], self._kwargs["test_dir"])
+        for split in (self._kwargs["train_dir"], self._kwargs["test_dir"]):
+            if split and not (self._path / split).is_dir():
+                raise DataLayoutError(
+                    f"folder {self._path / split} does not exist; expected {expected}"
+                )
+
+    def load(self) -> dict[str, ImageSet]:
+        return folders.read_image_folders(self._path, **self._kwargs)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), **self._kwargs}
+
+
+class _FileDataset(AbstractDataset):
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(PurePosixPath(filepath))
+        self.metadata = metadata
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class ImageSetDataset(_FileDataset):
+    """One ``ImageSet`` as a compressed ``.npz`` (no pickle), written atomically."""
+
+    def load(self) -> ImageSet:
+        return ImageSet.load(self._filepath)
+
+    def save(self, data: ImageSet) -> None:
+        data.save(self._filepath)
+
+
+class ArraysDataset(_FileDataset):
+    """A dictionary of named numeric arrays as ``.npz`` (no pickle), written atomically."""
+
+    def load(self) -> dict[str, np.ndarray]:
+        with np.load(self._filepath, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+
+    def save(self, data: dict[str, np.ndarray]) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in data.items()})
+        atomic_write_bytes(self._filepath, buffer.getvalue())
+
+
+class PlotlyFigureDataset(_FileDataset):
+    """A Plotly figure as JSON, written atomically; Kedro-Viz previews it."""
+
+    def load(self) -> go.Figure:
+        return pio.from_json(self._filepath.read_text(encoding="utf-8"))
+
+    def save(self, data: go.Figure) -> None:
+        atomic_write_text(self._filepath, pio.to_json(data))
+
+    def preview(self) -> PlotlyPreview:
+        return PlotlyPreview(json.loads(self._filepath.read_text(encoding="utf-8")))
+
+
+def _defaults(function) -> dict[str, Any]:
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }

@@ -1,0 +1,13 @@
+import numpy as np
+import pytest
+
+from ieu_potion.data.imageset import ImageSet
+
+
+@pytest.fixture
+def small_set() -> ImageSet:
+    """60 random 32 px images, 10 classes (6 of each), every label present."""
+    rng = np.random.default_rng(123)
+    images = rng.integers(0, 256, size=(60, 32, 32, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(10), 6)
+    return ImageSet.clean(images, labels, [f"c{i}" for i in range(10)])

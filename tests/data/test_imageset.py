@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from ieu_potion.data import ImageSet
+from ieu_potion.data.datasets import ArraysDataset, ImageSetDataset
+
+
+def test_npz_round_trip_keeps_ground_truth(tmp_path, small_set):
+    poisoned = np.zeros(len(small_set), bool)
+    poisoned[[2, 5]] = True
+    data = ImageSet(
+        images=small_set.images,
+        labels=small_set.labels,
+        true_labels=small_set.labels,
+        poisoned=poisoned,
+        attack=np.where(poisoned, "blended", ""),
+        class_names=small_set.class_names,
+    )
+    dataset = ImageSetDataset(filepath=str(tmp_path / "sub" / "set.npz"))
+    dataset.save(data)
+    loaded = dataset.load()
+    assert loaded.to_npz_bytes() == data.to_npz_bytes()
+    assert list(loaded.attack[[1, 2]]) == ["", "blended"]
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["set.npz"], "no temp file left"
+
+
+def test_object_arrays_are_never_unpickled(tmp_path, small_set):
+    path = tmp_path / "evil.npz"
+    small_set.save(path)
+    with np.load(path) as archive:
+        arrays = dict(archive)
+    arrays["labels"] = np.array([object()] * len(small_set), dtype=object)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        ImageSet.load(path)
+
+
+def test_a_file_that_is_not_an_image_set_is_reported(tmp_path):
+    np.savez(tmp_path / "x.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="is not an image set: missing arrays"):
+        ImageSet.load(tmp_path / "x.npz")
+
+
+def test_labels_outside_the_classes_are_rejected(small_set):
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\]"):
+        ImageSet.clean(small_set.images[:2], [0, 3], ["a", "b", "c"])
+
+
+def test_arrays_dataset_round_trip(tmp_path):
+    dataset = ArraysDataset(filepath=str(tmp_path / "a.npz"))
+    dataset.save({"share_0.1": np.array([3, 1]), "one_shot": np.array([3])})
+    loaded = dataset.load()
+    assert set(loaded) == {"share_0.1", "one_shot"}
+    np.testing.assert_array_equal(loaded["share_0.1"], [3, 1])
