@@ -1,0 +1,174 @@
+"""Poison a training set, trigger a test set, and draw discovery subsets.
+
+``AttackConfig`` holds what one attack run needs (name, target class, how many samples,
+seed, trigger settings); ``AttackConfig.from_params`` checks everything against the data
+(class count, image size, available candidates) before any pixel is touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ieu_potion.attacks.triggers import TRIGGERS, Trigger, make_trigger
+from ieu_potion.data.imageset import ImageSet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ONE_SHOT = "one_shot"
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    name: str
+    target_class: int = 1
+    rate: float | None = 0.1
+    count: int | None = None
+    seed: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> AttackConfig:
+        """Build from a YAML mapping; rejects unknown keys, names and ranges."""
+        params = dict(params)
+        valid_keys = {"name", "target_class", "rate", "count", "seed", "settings"}
+        unknown = sorted(set(params) - valid_keys)
+        if unknown:
+            raise ValueError(
+                f"unknown attack parameters {unknown}; valid: {', '.join(sorted(valid_keys))}"
+            )
+        if "name" not in params:
+            raise ValueError(f"an attack needs a name; valid attacks: {', '.join(TRIGGERS)}")
+        if params.get("count") is not None:
+            params.setdefault("rate", None)
+        config = cls(**{**params, "settings": dict(params.get("settings") or {})})
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.name not in TRIGGERS:
+            raise ValueError(f"unknown attack {self.name!r}; valid attacks: {', '.join(TRIGGERS)}")
+        if (self.rate is None) == (self.count is None):
+            raise ValueError(f"attack {self.name!r}: give exactly one of rate and count")
+        if self.rate is not None and not 0.0 < self.rate < 1.0:
+            raise ValueError(f"attack {self.name!r}: rate must lie in (0, 1), got {self.rate}")
+        if self.count is not None and self.count < 1:
+            raise ValueError(f"attack {self.name!r}: count must be >= 1, got {self.count}")
+        if self.target_class < 0:
+            raise ValueError(
+                f"attack {self.name!r}: target_class must be >= 0, got {self.target_class}"
+            )
+        # Trigger settings are checked by building the trigger on a nominal image size.
+        make_trigger(self.name, (32, 32), self.seed, **self.settings)
+
+    @property
+    def clean_label(self) -> bool:
+        return TRIGGERS[self.name].clean_label
+
+    def trigger(self, image_size: tuple[int, int]) -> Trigger:
+        return make_trigger(self.name, image_size, self.seed, **self.settings)
+
+    def check_against(self, data: ImageSet) -> None:
+        if self.target_class >= data.num_classes:
+            raise ValueError(
+                f"attack {self.name!r}: target_class {self.target_class} is not a class id of "
+                f"this data set (0..{data.num_classes - 1})"
+            )
+
+
+def _poison_count(config: AttackConfig, n: int) -> int:
+    return config.count if config.count is not None else int(round(config.rate * n))
+
+
+def poison_training_set(data: ImageSet, config: AttackConfig) -> ImageSet:
+    """Apply the trigger to a seeded choice of samples.
+
+    Dirty-label attacks choose among non-target images and relabel them to the target;
+    clean-label attacks choose among target-class images and keep every label.  The
+    number poisoned is ``round(rate * len(data))`` (or ``count``) exactly.
+    """
+    config.check_against(data)
+    wanted = _poison_count(config, len(data))
+    is_target = data.true_labels == config.target_class
+    candidates = np.flatnonzero(is_target if config.clean_label else ~is_target)
+    if wanted > len(candidates):
+        kind = "target-class" if config.clean_label else "non-target"
+        raise ValueError(
+            f"attack {config.name!r} asks for {wanted} poisoned samples but the training set "
+            f"has only {len(candidates)} {kind} images; lower rate or count"
+        )
+    if wanted < 1:
+        raise ValueError(f"attack {config.name!r}: rate {config.rate} poisons no sample")
+    chosen = np.sort(np.random.default_rng([config.seed, 1]).choice(candidates, wanted, False))
+
+    images = data.images.copy()
+    images[chosen] = config.trigger(data.image_size).apply(
+        data.images[chosen], np.random.default_rng([config.seed, 2])
+    )
+    labels = data.labels.copy()
+    if not config.clean_label:
+        labels[chosen] = config.target_class
+    poisoned = np.zeros(len(data), dtype=bool)
+    poisoned[chosen] = True
+    log.info(
+        "%s: poisoned %d of %d training images (%s, target class %d)",
+        config.name,
+        wanted,
+        len(data),
+        "clean-label" if config.clean_label else "dirty-label",
+        config.target_class,
+    )
+    return ImageSet(
+        images=images,
+        labels=labels,
+        true_labels=data.true_labels.copy(),
+        poisoned=poisoned,
+        attack=np.where(poisoned, config.name, data.attack),
+        class_names=data.class_names,
+    )
+
+
+def triggered_test_set(data: ImageSet, config: AttackConfig) -> ImageSet:
+    """Every non-target test image with the trigger; true labels kept, flagged poisoned."""
+    config.check_against(data)
+    keep = np.flatnonzero(data.true_labels != config.target_class)
+    images = config.trigger(data.image_size).apply(
+        data.images[keep], np.random.default_rng([config.seed, 3])
+    )
+    return ImageSet(
+        images=images,
+        labels=data.true_labels[keep].copy(),
+        true_labels=data.true_labels[keep].copy(),
+        poisoned=np.ones(len(keep), dtype=bool),
+        attack=np.full(len(keep), config.name),
+        class_names=data.class_names,
+    )
+
+
+def check_shares(shares) -> tuple[float, ...]:
+    shares = tuple(sorted(float(s) for s in shares))
+    if not shares or any(not 0.0 < s <= 1.0 for s in shares):
+        raise ValueError(f"discovery shares must lie in (0, 1], got {list(shares)}")
+    return shares
+
+
+def discovery_subsets(data: ImageSet, shares, seed: int) -> dict[str, np.ndarray]:
+    """Nested subsets of the poisoned samples' indices: each share contains the smaller.
+
+    Keys are ``share_<s>`` for every share and ``one_shot`` (a single sample, the first of
+    every share).  Indices refer to positions in ``data``.
+    """
+    shares = check_shares(shares)
+    poisoned = np.flatnonzero(data.poisoned)
+    if len(poisoned) == 0:
+        raise ValueError("the training set holds no poisoned sample to discover")
+    order = np.random.default_rng([seed, 4]).permutation(poisoned)
+    sizes = {s: max(1, math.ceil(round(s * len(order), 9))) for s in shares}
+    subsets = {f"share_{s:g}": np.sort(order[:size]) for s, size in sizes.items()}
+    subsets[ONE_SHOT] = order[:1]
+    return subsets

@@ -1,0 +1,117 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from ieu_potion.attacks import (
+    AttackConfig,
+    discovery_subsets,
+    poison_training_set,
+    triggered_test_set,
+)
+
+
+def config(**kw):
+    return AttackConfig.from_params({"name": "badnets_white", "target_class": 1, **kw})
+
+
+@pytest.mark.parametrize("rate, expected", [(0.1, 6), (0.25, 15), (0.5, 30)])
+def test_poisoned_count_matches_rate_exactly(small_set, rate, expected):
+    out = poison_training_set(small_set, config(rate=rate))
+    assert out.poisoned.sum() == expected
+    assert (out.attack[out.poisoned] == "badnets_white").all()
+    assert (out.attack[~out.poisoned] == "").all()
+
+
+def test_count_instead_of_rate(small_set):
+    assert poison_training_set(small_set, config(count=7)).poisoned.sum() == 7
+
+
+def test_dirty_label_flips_only_non_target_samples(small_set):
+    out = poison_training_set(small_set, config(rate=0.2))
+    p = out.poisoned
+    assert (out.labels[p] == 1).all() and (out.true_labels[p] != 1).all()
+    np.testing.assert_array_equal(out.true_labels, small_set.labels)
+    np.testing.assert_array_equal(out.labels[~p], small_set.labels[~p])
+    np.testing.assert_array_equal(out.images[~p], small_set.images[~p])
+    assert all(
+        not np.array_equal(a, b) for a, b in zip(out.images[p], small_set.images[p], strict=True)
+    )
+
+
+def test_clean_label_attack_flips_no_label(small_set):
+    out = poison_training_set(
+        small_set, AttackConfig.from_params({"name": "sig", "target_class": 3, "count": 5})
+    )
+    np.testing.assert_array_equal(out.labels, small_set.labels)
+    assert out.poisoned.sum() == 5 and (out.true_labels[out.poisoned] == 3).all()
+
+
+def test_clean_label_asks_for_too_many(small_set):
+    cfg = AttackConfig.from_params({"name": "sig", "target_class": 3, "rate": 0.2})
+    with pytest.raises(ValueError, match="asks for 12 .* only 6 target-class images"):
+        poison_training_set(small_set, cfg)
+
+
+def test_same_seed_gives_byte_identical_output(small_set):
+    for name in ("badnets_white", "moving_trigger", "wanet"):
+        cfg = config(name=name, rate=0.3, seed=11)
+        a = poison_training_set(small_set, cfg).to_npz_bytes()
+        b = poison_training_set(small_set, cfg).to_npz_bytes()
+        assert a == b
+        other = poison_training_set(small_set, config(name=name, rate=0.3, seed=12))
+        assert other.to_npz_bytes() != a
+
+
+def test_triggered_test_keeps_true_labels_and_drops_target_class(small_set):
+    out = triggered_test_set(small_set, config())
+    assert len(out) == 54 and (out.true_labels != 1).all()
+    np.testing.assert_array_equal(out.labels, out.true_labels)
+    assert out.poisoned.all()
+    assert (out.images[:, -3:, -3:] == 255).all()
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"name": "badnets_white", "rate": 1.2}, r"rate must lie in \(0, 1\)"),
+        ({"name": "badnets_white", "rate": 0.0}, r"rate must lie in \(0, 1\)"),
+        ({"name": "badnets_white", "rate": 0.1, "count": 4}, "exactly one of rate and count"),
+        ({"name": "badnets_white", "count": 0}, "count must be >= 1"),
+        ({"name": "badnets_white", "target_class": -1}, "target_class must be >= 0"),
+        ({"name": "nope"}, "unknown attack 'nope'; valid attacks: badnets_white"),
+        ({"rate": 0.1}, "an attack needs a name"),
+        ({"name": "blended", "blend": 0.2}, r"unknown attack parameters \['blend'\]"),
+        ({"name": "blended", "settings": {"weight": 2}}, "weight must lie in"),
+    ],
+)
+def test_bad_attack_parameters_are_rejected(params, message):
+    with pytest.raises(ValueError, match=message):
+        AttackConfig.from_params(params)
+
+
+def test_target_class_must_exist_in_the_data(small_set):
+    with pytest.raises(ValueError, match=r"target_class 10 is not a class id .*\(0\.\.9\)"):
+        poison_training_set(small_set, config(target_class=10))
+
+
+def test_discovery_subsets_are_nested_and_poisoned(small_set):
+    poisoned = poison_training_set(small_set, config(rate=0.5))
+    shares = [0.1, 0.3, 0.5, 1.0]
+    subsets = discovery_subsets(poisoned, shares, seed=0)
+    sizes = [len(subsets[f"share_{s:g}"]) for s in shares]
+    assert sizes == [3, 9, 15, 30]
+    for small, large in itertools.pairwise(shares):
+        assert set(subsets[f"share_{small:g}"]) <= set(subsets[f"share_{large:g}"])
+    assert len(subsets["one_shot"]) == 1
+    assert set(subsets["one_shot"]) <= set(subsets["share_0.1"])
+    assert poisoned.poisoned[subsets["share_1"]].all()
+    assert set(subsets["share_1"]) == set(np.flatnonzero(poisoned.poisoned))
+
+
+def test_discovery_shares_are_checked(small_set):
+    poisoned = poison_training_set(small_set, config())
+    with pytest.raises(ValueError, match="discovery shares must lie in"):
+        discovery_subsets(poisoned, [0.0, 0.5], seed=0)
+    with pytest.raises(ValueError, match="no poisoned sample"):
+        discovery_subsets(small_set, [0.5], seed=0)
