@@ -1,0 +1,37 @@
+"""Access to the run's configuration while pipelines are being built.
+
+Kedro builds pipelines after the session has created its config loader, but it does not
+hand that loader to ``register_pipelines``.  Pipelines here are templated from YAML (one
+namespace per attack listed in the parameters), so they need the parameters of the
+environment actually being run (``--env cifar10``, ``--params ...``).  ``ProjectConfigLoader``
+remembers the most recently created loader for that purpose; without one (a test building
+pipelines directly, say) the project's ``conf`` folder is read with the default environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.config import OmegaConfigLoader
+
+_active: OmegaConfigLoader | None = None
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ProjectConfigLoader(OmegaConfigLoader):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        global _active
+        _active = self
+
+
+def run_parameters() -> dict[str, Any]:
+    """The parameters of the run being set up (environment and ``--params`` applied)."""
+    loader = _active
+    if loader is None:  # a loader is a mapping: test identity, not truth
+        loader = ProjectConfigLoader(
+            conf_source=str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local"
+        )
+    return loader["parameters"]

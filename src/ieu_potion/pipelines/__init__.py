@@ -1,0 +1,1 @@
+"""One folder per pipeline: thin nodes around library code, and the pipeline itself."""

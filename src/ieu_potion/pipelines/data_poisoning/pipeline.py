@@ -1,0 +1,88 @@
+"""data_poisoning: split the source data, then one namespaced template per attack.
+
+The attacks to run are the namespaces listed in ``data_poisoning.attacks``; each needs a
+parameter block ``<namespace>.attack``.  Adding an attack is a YAML edit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from ieu_potion.pipelines.data_poisoning import nodes
+
+
+def attack_namespaces(params: dict[str, Any]) -> list[str]:
+    names = list(params.get("data_poisoning", {}).get("attacks", []))
+    missing = [ns for ns in names if "attack" not in (params.get(ns) or {})]
+    if missing:
+        raise ValueError(
+            f"data_poisoning.attacks lists {missing} but the parameters have no "
+            f"'<namespace>.attack' block for them"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"data_poisoning.attacks lists a namespace twice: {names}")
+    return names
+
+
+def split_pipeline() -> Pipeline:
+    return pipeline(
+        [
+            node(
+                nodes.split_source,
+                inputs=["source_images", "params:data_split"],
+                outputs=["pretrain_images", "finetune_images", "clean_test"],
+                name="split_source",
+            )
+        ]
+    )
+
+
+def attack_template() -> Pipeline:
+    return pipeline(
+        [
+            node(
+                nodes.poison_train,
+                ["finetune_images", "params:attack"],
+                "poisoned_train",
+                name="poison_train",
+            ),
+            node(
+                nodes.trigger_test,
+                ["clean_test", "params:attack"],
+                "triggered_test",
+                name="trigger_test",
+            ),
+            node(
+                nodes.draw_discovery_subsets,
+                ["poisoned_train", "params:discovery"],
+                "discovery_subsets",
+                name="draw_discovery_subsets",
+            ),
+            node(
+                nodes.gallery,
+                ["clean_test", "triggered_test", "params:attack", "params:gallery_examples"],
+                "attack_gallery",
+                name="attack_gallery",
+            ),
+        ]
+    )
+
+
+def create_pipeline(params: dict[str, Any]) -> Pipeline:
+    template = attack_template()
+    per_attack = [
+        pipeline(
+            template,
+            namespace=ns,
+            inputs={"finetune_images", "clean_test"},
+            parameters={
+                "params:discovery": "params:data_poisoning.discovery",
+                "params:gallery_examples": "params:data_poisoning.gallery_examples",
+            },
+            tags=["data_poisoning", ns],
+        )
+        for ns in attack_namespaces(params)
+    ]
+    return split_pipeline() + sum(per_attack, Pipeline([]))

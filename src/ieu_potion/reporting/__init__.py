@@ -1,0 +1,1 @@
+"""Table and figure builders (plotly), no Kedro."""

@@ -1,0 +1,52 @@
+"""The attack gallery: clean images, their triggered versions, and the difference."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ieu_potion.data.imageset import ImageSet
+
+
+def attack_gallery(clean: ImageSet, triggered: ImageSet, attack: str, examples: int) -> go.Figure:
+    """Rows: clean, triggered, |difference| scaled to full range; one column per example.
+
+    ``triggered`` holds the non-target test images, so the clean originals are found by
+    position among the clean test images of the same (non-target) true labels.
+    """
+    if examples < 1:
+        raise ValueError(f"examples must be >= 1, got {examples}")
+    target_free = np.flatnonzero(np.isin(clean.true_labels, np.unique(triggered.true_labels)))
+    count = min(examples, len(triggered))
+    picks = np.linspace(0, len(triggered) - 1, count).round().astype(int)
+    before = clean.images[target_free[picks]].astype(np.int16)
+    after = triggered.images[picks].astype(np.int16)
+    diff = np.abs(after - before)
+    scale = 255.0 / max(1, int(diff.max()))
+    rows = {
+        "clean": before.astype(np.uint8),
+        "triggered": after.astype(np.uint8),
+        f"|difference| x{scale:.1f}": np.clip(diff * scale, 0, 255).astype(np.uint8),
+    }
+    titles = [
+        f"{clean.class_names[clean.true_labels[target_free[p]]]}" if r == 0 else ""
+        for r in range(3)
+        for p in picks
+    ]
+    fig = make_subplots(
+        rows=3, cols=count, subplot_titles=titles, horizontal_spacing=0.01, vertical_spacing=0.04
+    )
+    for r, (row_name, images) in enumerate(rows.items(), start=1):
+        for c in range(count):
+            fig.add_trace(go.Image(z=images[c], name=row_name), row=r, col=c + 1)
+        fig.update_yaxes(title_text=row_name, row=r, col=1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(
+        title=f"Attack {attack}: clean vs triggered test images",
+        height=3 * 150 + 100,
+        width=max(500, 120 * count),
+        margin={"l": 60, "r": 10},
+    )
+    return fig

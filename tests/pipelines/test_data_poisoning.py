@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from ieu_potion.data.datasets import ArraysDataset, ImageSetDataset, PlotlyFigureDataset
+from ieu_potion.data.digits import make_digits
+from ieu_potion.pipelines.data_poisoning.pipeline import create_pipeline
+
+PARAMS = {
+    "data_split": {"pretrain_fraction": 0.25, "seed": 0},
+    "data_poisoning": {
+        "attacks": ["white", "blend04"],
+        "discovery": {"shares": [0.5, 1.0], "seed": 0},
+        "gallery_examples": 3,
+    },
+    "white": {"attack": {"name": "badnets_white", "target_class": 1, "rate": 0.1}},
+    "blend04": {
+        "attack": {"name": "blended", "target_class": 2, "count": 20, "settings": {"weight": 0.4}}
+    },
+}
+
+
+def catalog_for(params, source, folder):
+    """Parameters in memory, artifacts through the project's own dataset types."""
+    datasets = {"source_images": MemoryDataset(source)}
+    for name in ("pretrain_images", "finetune_images", "clean_test"):
+        datasets[name] = ImageSetDataset(filepath=str(folder / f"{name}.npz"))
+    for ns in params["data_poisoning"]["attacks"]:
+        datasets[f"params:{ns}.attack"] = MemoryDataset(params[ns]["attack"])
+        for name in ("poisoned_train", "triggered_test"):
+            datasets[f"{ns}.{name}"] = ImageSetDataset(filepath=str(folder / ns / f"{name}.npz"))
+        datasets[f"{ns}.discovery_subsets"] = ArraysDataset(filepath=str(folder / ns / "d.npz"))
+        datasets[f"{ns}.attack_gallery"] = PlotlyFigureDataset(filepath=str(folder / ns / "g.json"))
+    for key in ("discovery", "gallery_examples"):
+        datasets[f"params:data_poisoning.{key}"] = MemoryDataset(params["data_poisoning"][key])
+    datasets["params:data_split"] = MemoryDataset(params["data_split"])
+    return DataCatalog(datasets)
+
+
+def test_one_namespace_per_listed_attack():
+    pipe = create_pipeline(PARAMS)
+    assert len(pipe.nodes) == 1 + 2 * 4
+    outputs = pipe.all_outputs()
+    for ns in ("white", "blend04"):
+        assert {
+            f"{ns}.poisoned_train",
+            f"{ns}.triggered_test",
+            f"{ns}.discovery_subsets",
+            f"{ns}.attack_gallery",
+        } <= outputs
+
+
+def test_listed_attack_without_parameters_is_reported():
+    params = {**PARAMS, "data_poisoning": {**PARAMS["data_poisoning"], "attacks": ["white", "x"]}}
+    with pytest.raises(ValueError, match=r"lists \['x'\] but the parameters have no"):
+        create_pipeline(params)
+
+
+def test_pipeline_runs_on_tiny_data(tmp_path):
+    source = make_digits(copies=1, test_copies=1, image_size=16)
+    catalog = catalog_for(PARAMS, source, tmp_path)
+    SequentialRunner().run(create_pipeline(PARAMS), catalog)
+    finetune = catalog.load("finetune_images")
+    assert len(finetune) + len(catalog.load("pretrain_images")) == len(source["train"])
+    white = catalog.load("white.poisoned_train")
+    assert white.poisoned.sum() == round(0.1 * len(finetune))
+    assert not finetune.poisoned.any() and not catalog.load("pretrain_images").poisoned.any()
+    blend = catalog.load("blend04.poisoned_train")
+    assert blend.poisoned.sum() == 20 and (blend.labels[blend.poisoned] == 2).all()
+    subsets = catalog.load("blend04.discovery_subsets")
+    assert len(subsets["share_0.5"]) == 10 and len(subsets["share_1"]) == 20
+    triggered = catalog.load("white.triggered_test")
+    assert (triggered.true_labels != 1).all()
+    figure = catalog.load("white.attack_gallery")
+    assert len(figure.data) == 3 * 3 and figure.data[0].type == "image"
+    assert np.array_equal(catalog.load("clean_test").images, source["test"].images)
