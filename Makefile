@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test lint viz clean-data
+.PHONY: install run test lint viz viz-build clean-data
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: install
 
 viz: install
 	$(BIN)/kedro viz run --no-browser
+
+viz-build: install
+	$(BIN)/kedro viz build --include-previews
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete
