@@ -1,0 +1,1 @@
+"""One training engine: views, schedules, the guarded loop, evaluation."""

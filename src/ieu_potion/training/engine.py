@@ -1,0 +1,329 @@
+"""The one training engine: pretraining, the undefended finetune, IEU (and later ABL and
+retraining) are objectives plugged into ``fit``.
+
+``fit`` owns what every method shares: seeded batching, the views, AdamW with a warmup +
+cosine learning rate and a cosine weight-decay schedule on >1-D weights, per-tensor
+gradient clipping, bf16 autocast and the fused optimizer on CUDA, the guard that never
+applies a non-finite loss or gradient, per-epoch evaluation and progress.  An objective
+says which views it needs, computes the loss, and may act after each step (IEU's
+unlearning) or at epoch boundaries.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ieu_potion.data.imageset import ImageSet
+from ieu_potion.training.views import ViewMaker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float  # peak learning rate, already scaled for the batch size
+    min_lr: float = 1e-6
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"  # or "constant" (after warmup)
+    weight_decay: tuple[float, float] = (0.04, 0.1)  # cosine from first to second
+    clip: float = 3.0
+    seed: int = 0
+    device: str = "auto"
+    augment: dict[str, Any] = field(default_factory=dict)  # ViewMaker fields
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
+        params = dict(params)
+        base_lr = params.pop("base_lr", None)
+        if base_lr is not None:  # lr given per 256 samples, as in the papers
+            params["lr"] = base_lr * params["batch_size"] / 256
+        for key in ("crop_scale", "corrupt_cover"):
+            if key in params.get("augment", {}):
+                params["augment"] = {**params["augment"], key: tuple(params["augment"][key])}
+        if "weight_decay" in params:
+            wd = params["weight_decay"]
+            params["weight_decay"] = tuple(wd) if isinstance(wd, list | tuple) else (wd, wd)
+        config = cls(**params)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}"
+            )
+        if not 0 < self.lr <= 1:
+            raise ValueError(f"learning rate must lie in (0, 1], got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must lie in [0, lr], got {self.min_lr}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be cosine or constant, got {self.schedule!r}")
+        if min(self.weight_decay) < 0 or self.clip <= 0 or self.warmup_epochs < 0:
+            raise ValueError("weight decay and warmup must be >= 0 and clip > 0")
+        valid = {f.name for f in fields(ViewMaker)} - {"size", "mean", "std"}
+        unknown = sorted(set(self.augment) - valid)
+        if unknown:
+            raise ValueError(
+                f"unknown augment settings {unknown}; valid: {', '.join(sorted(valid))}"
+            )
+        ViewMaker(size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1), **self.augment)
+
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+class Schedule:
+    """Learning rate and weight decay as functions of the global step."""
+
+    def __init__(self, config: TrainConfig, steps_per_epoch: int) -> None:
+        self.config = config
+        self.total = config.epochs * steps_per_epoch
+        self.warmup = int(round(config.warmup_epochs * steps_per_epoch))
+
+    def progress(self, step: int) -> float:
+        return min(1.0, max(0, step - self.warmup) / max(1, self.total - self.warmup - 1))
+
+    def lr(self, step: int) -> float:
+        c = self.config
+        if step < self.warmup:
+            return c.lr * (step + 1) / self.warmup
+        if c.schedule == "constant":
+            return c.lr
+        return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * self.progress(step)))
+
+    def weight_decay(self, step: int) -> float:
+        start, end = self.config.weight_decay
+        return end + 0.5 * (start - end) * (1 + math.cos(math.pi * step / max(1, self.total)))
+
+
+def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on >1-D weights only (the schedule sets lr and decay)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    other = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "decay": True}, {"params": other, "decay": False}]
+    return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, fused=device.type == "cuda")
+
+
+def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        group["weight_decay"] = weight_decay if group["decay"] else 0.0
+
+
+def guarded_step(
+    loss: torch.Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    clip: float,
+    ascent: bool = False,
+) -> bool:
+    """Backpropagate ``loss`` (its negative for ascent), clip each tensor's gradient to
+    ``clip`` and step, unless the loss or any gradient is not finite: then nothing is
+    applied and False is returned."""
+    optimizer.zero_grad(set_to_none=True)
+    if not torch.isfinite(loss.detach()):
+        return False
+    (-loss if ascent else loss).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norms = torch.stack(torch._foreach_norm(grads))
+    if not torch.isfinite(norms).all():
+        optimizer.zero_grad(set_to_none=True)
+        return False
+    scale = (clip / (norms + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, list(scale.unbind()))
+    optimizer.step()
+    return True
+
+
+@dataclass
+class Batch:
+    indices: np.ndarray
+    images: torch.Tensor  # uint8 (B, H, W, 3) on the device
+    labels: torch.Tensor  # training labels (B,)
+    views: dict[str, torch.Tensor]
+
+
+@dataclass
+class StepInfo:
+    epoch: int
+    step: int
+    lr: float
+    weight_decay: float
+    skipped: int = 0
+
+
+class Objective(Protocol):
+    views: tuple[str, ...]
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
+
+    def start_epoch(self, epoch: int) -> None: ...
+
+    def after_step(self, model: nn.Module, batch: Batch, info: StepInfo) -> None: ...
+
+    def end_epoch(self, epoch: int) -> dict[str, float]: ...
+
+
+class CrossEntropy:
+    """Plain cross-entropy on the given views (pretraining, gate stage 1, undefended)."""
+
+    def __init__(self, views: tuple[str, ...]) -> None:
+        self.views = tuple(views)
+
+    def loss(self, model, batch):
+        logits = model(torch.cat([batch.views[v] for v in self.views]))
+        return nn.functional.cross_entropy(logits.float(), batch.labels.repeat(len(self.views)))
+
+    def start_epoch(self, epoch):
+        pass
+
+    def after_step(self, model, batch, info):
+        pass
+
+    def end_epoch(self, epoch):
+        return {}
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    skipped_steps: int = 0
+    seconds: float = 0.0
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.epochs)
+
+
+def autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def fit(
+    model: nn.Module,
+    data: ImageSet,
+    objective: Objective,
+    config: TrainConfig,
+    views: ViewMaker,
+    evaluate=None,
+    name: str = "training",
+) -> History:
+    """Train ``model`` in place on ``data``; ``evaluate(model) -> dict`` runs each epoch."""
+    device = config.torch_device()
+    torch.manual_seed(config.seed)
+    model.to(device).train()
+    optimizer = make_optimizer(model, device)
+    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    schedule = Schedule(config, steps_per_epoch)
+    images = torch.from_numpy(data.images)
+    labels = torch.from_numpy(data.labels)
+    history = History()
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(config.epochs):
+        objective.start_epoch(epoch)
+        order = np.random.default_rng([config.seed, epoch]).permutation(len(data))
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        losses, skipped = [], 0
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"{name} epoch {epoch + 1}/{config.epochs}",
+            leave=False,
+            disable=None,
+        )
+        for b in bar:
+            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            batch_images = images[idx].to(device)
+            batch = Batch(
+                idx,
+                batch_images,
+                labels[idx].to(device),
+                views(batch_images, objective.views, generator),
+            )
+            lr, wd = schedule.lr(step), schedule.weight_decay(step)
+            set_hyperparameters(optimizer, lr, wd)
+            with autocast(device):
+                loss = objective.loss(model, batch)
+            if guarded_step(loss, model, optimizer, config.clip):
+                losses.append(float(loss.detach()))
+            else:
+                skipped += 1
+                log.warning("%s: non-finite loss or gradient at step %d; step skipped", name, step)
+            objective.after_step(model, batch, StepInfo(epoch, step, lr, wd, skipped))
+            step += 1
+            if losses:
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        history.skipped_steps += skipped
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)) if losses else math.nan,
+            "skipped_steps": skipped,
+            "lr": lr,
+        }
+        record.update(objective.end_epoch(epoch))
+        if evaluate is not None:
+            record.update(evaluate(model))
+            model.train()
+        record["seconds"] = time.perf_counter() - start
+        history.epochs.append(record)
+        log.info("%s epoch %d/%d: %s", name, epoch + 1, config.epochs, _fmt(record))
+    history.seconds = time.perf_counter() - start
+    model.eval()
+    return history
+
+
+def _fmt(record: dict[str, float]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in record.items()
+        if k != "epoch"
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    data: ImageSet,
+    views: ViewMaker,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Logits of ``model`` on the plain view of every image, as float32 (N, C)."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    generator = torch.Generator()
+    for start in range(0, len(data), batch_size):
+        chunk = torch.from_numpy(data.images[start : start + batch_size]).to(device)
+        with autocast(device):
+            out.append(model(views(chunk, ("plain",), generator)["plain"]).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, data.num_classes), np.float32)
+
+
+def clean_accuracy_and_asr(
+    model, clean_test: ImageSet, triggered_test: ImageSet, target_class: int, views: ViewMaker
+) -> dict[str, float]:
+    """CA on the clean test set; ASR = share of triggered non-target images predicted as
+    the target class (the triggered set holds no target-class image)."""
+    clean_pred = predict(model, clean_test, views).argmax(1)
+    triggered_pred = predict(model, triggered_test, views).argmax(1)
+    return {
+        "clean_accuracy": float((clean_pred == clean_test.true_labels).mean()),
+        "attack_success_rate": float((triggered_pred == target_class).mean()),
+        "poison_healed": float((triggered_pred == triggered_test.true_labels).mean()),
+    }

@@ -1,0 +1,96 @@
+"""What every method builds the same way: views for a model, evaluation, backbones."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch import nn
+
+from ieu_potion.data.imageset import ImageSet
+from ieu_potion.models import ModelSpec, build_model, input_size, is_vit, normalisation
+from ieu_potion.models.factory import WEIGHT_SOURCES, load_backbone, read_state_dict, shallow_vit
+from ieu_potion.training.engine import CrossEntropy, History, TrainConfig, fit, predict
+from ieu_potion.training.engine import clean_accuracy_and_asr as _ca_asr
+from ieu_potion.training.views import ViewMaker
+
+log = logging.getLogger(__name__)
+
+
+def view_maker(model: nn.Module, config: TrainConfig | None = None) -> ViewMaker:
+    """Views at the model's input size and normalisation, augmented as ``config`` says."""
+    mean, std = normalisation(model)
+    augment = config.augment if config is not None else {}
+    return ViewMaker(size=input_size(model), mean=mean, std=std, **augment)
+
+
+def evaluator(clean_test: ImageSet, triggered_test: ImageSet, target_class: int, views):
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return _ca_asr(model, clean_test, triggered_test, target_class, views)
+
+    return evaluate
+
+
+def check_weights(weights: dict[str, Any]) -> None:
+    source = weights.get("source")
+    if source not in WEIGHT_SOURCES:
+        raise ValueError(f"unknown weight source {source!r}; valid: {', '.join(WEIGHT_SOURCES)}")
+    if source == "checkpoint" and not weights.get("path"):
+        raise ValueError("weight source 'checkpoint' needs a path")
+
+
+def prepare_backbone(
+    spec: ModelSpec,
+    weights: dict[str, Any],
+    pretrain_set: ImageSet,
+    test_set: ImageSet,
+    pretrain: dict[str, Any],
+) -> tuple[nn.Module, History]:
+    """The robust module's starting weights, from the configured source.
+
+    ``pretrain`` (the offline default) trains from scratch on the clean pretraining split;
+    ``checkpoint`` loads a local file; ``timm`` lets timm download its pretrained weights
+    (opt-in: needs the internet); ``scratch`` starts from random weights.  The head is
+    always fresh for the data set's classes.
+    """
+    check_weights(weights)
+    source = weights["source"]
+    history = History()
+    if source == "timm":
+        log.info("asking timm for pretrained %s weights (downloads if not cached)", spec.name)
+        model = build_model(spec, pretrained=True)
+    else:
+        model = build_model(spec)
+    if source == "checkpoint":
+        load_backbone(model, read_state_dict(weights["path"]), str(weights["path"]))
+    elif source == "pretrain":
+        if len(pretrain_set) == 0:
+            raise ValueError(
+                "weight source 'pretrain' needs a non-empty pretraining split "
+                "(data_split.pretrain_fraction > 0)"
+            )
+        config = TrainConfig.from_params(pretrain["train"])
+        views = view_maker(model, config)
+        history = fit(
+            model,
+            pretrain_set,
+            CrossEntropy(tuple(pretrain["views"])),
+            config,
+            views,
+            evaluate=lambda m: {"clean_accuracy": _accuracy(m, test_set, views)},
+            name="pretrain",
+        )
+    return model, history
+
+
+def _accuracy(model: nn.Module, data: ImageSet, views: ViewMaker) -> float:
+    return float((predict(model, data, views).argmax(1) == data.true_labels).mean())
+
+
+def make_gate(backbone: nn.Module, gate: dict[str, Any], depth: int) -> nn.Module:
+    """The poisoned module: the backbone ViT truncated to ``depth`` blocks with a fresh
+    head, or, where the robust module is no ViT, the configured ViT from scratch."""
+    if is_vit(backbone):
+        return shallow_vit(backbone, depth)
+    spec = ModelSpec.from_params(gate, backbone.spec.num_classes).with_kwargs(depth=depth)
+    return build_model(spec)

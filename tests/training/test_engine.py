@@ -1,0 +1,140 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ieu_potion.data.imageset import ImageSet
+from ieu_potion.training.engine import (
+    CrossEntropy,
+    Schedule,
+    TrainConfig,
+    fit,
+    guarded_step,
+    make_optimizer,
+)
+from ieu_potion.training.views import ViewMaker
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+
+
+def test_schedule_warms_up_then_decays_to_min_lr():
+    config = TrainConfig(
+        epochs=4, batch_size=8, lr=1e-3, min_lr=1e-5, warmup_epochs=1, weight_decay=(0.04, 0.1)
+    )
+    s = Schedule(config, steps_per_epoch=10)
+    assert s.lr(0) == pytest.approx(1e-4) and s.lr(9) == pytest.approx(1e-3)
+    assert s.lr(10) == pytest.approx(1e-3)
+    assert s.lr(39) == pytest.approx(1e-5)
+    assert s.weight_decay(0) == pytest.approx(0.04) and s.weight_decay(40) == pytest.approx(0.1)
+    assert s.lr(25) == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 15 / 29)))
+
+
+def test_constant_schedule_after_warmup():
+    config = TrainConfig(epochs=3, batch_size=8, lr=2e-3, schedule="constant", warmup_epochs=1)
+    s = Schedule(config, steps_per_epoch=5)
+    assert [round(s.lr(i), 6) for i in (0, 4, 5, 14)] == [4e-4, 2e-3, 2e-3, 2e-3]
+
+
+def test_base_lr_scales_with_batch_size_and_bad_values_are_rejected():
+    config = TrainConfig.from_params({"epochs": 1, "batch_size": 64, "base_lr": 2e-5})
+    assert config.lr == pytest.approx(5e-6)
+    with pytest.raises(ValueError, match="learning rate must lie in"):
+        TrainConfig.from_params({"epochs": 1, "batch_size": 8, "lr": 5.0})
+    with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
+        TrainConfig.from_params({"epochs": 0, "batch_size": 8, "lr": 1e-3})
+
+
+def test_weight_decay_only_on_matrices():
+    model = tiny_model()
+    optimizer = make_optimizer(model, torch.device("cpu"))
+    decay, other = optimizer.param_groups
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in other["params"])
+
+
+def test_every_gradient_tensor_is_clipped_to_the_limit():
+    model = tiny_model()
+    optimizer = make_optimizer(model, torch.device("cpu"))
+    x = torch.randn(16, 3, 8, 8) * 100
+    loss = model(x).pow(2).mean()
+    assert guarded_step(loss, model, optimizer, clip=0.5)
+    norms = [p.grad.norm().item() for p in model.parameters()]
+    assert max(norms) <= 0.5 + 1e-5 and min(norms) > 0.4
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_loss_never_touches_the_weights(bad):
+    model = tiny_model()
+    optimizer = make_optimizer(model, torch.device("cpu"))
+    for group in optimizer.param_groups:
+        group["lr"] = 0.1
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = model(torch.randn(4, 3, 8, 8)).sum() * bad
+    assert not guarded_step(loss, model, optimizer, clip=1.0)
+    for a, b in zip(before, model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_non_finite_gradient_never_touches_the_weights():
+    model = tiny_model()
+    optimizer = make_optimizer(model, torch.device("cpu"))
+    for group in optimizer.param_groups:
+        group["lr"] = 0.1
+    before = [p.detach().clone() for p in model.parameters()]
+    model[1].weight.register_hook(lambda g: g * float("nan"))
+    loss = model(torch.randn(4, 3, 8, 8)).sum()
+    assert not guarded_step(loss, model, optimizer, clip=1.0)
+    for a, b in zip(before, model.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+class Poisoned(CrossEntropy):
+    """Cross-entropy whose loss is NaN on every third step."""
+
+    def __init__(self):
+        super().__init__(("plain",))
+        self.calls = 0
+
+    def loss(self, model, batch):
+        self.calls += 1
+        loss = super().loss(model, batch)
+        return loss * float("nan") if self.calls % 3 == 0 else loss
+
+
+def tiny_set(n=48):
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 4
+    images = np.zeros((n, 8, 8, 3), np.uint8)
+    images[np.arange(n), labels, 0] = 255  # class = row of a bright pixel
+    images += rng.integers(0, 30, images.shape, dtype=np.uint8)
+    return ImageSet.clean(images, labels, ["a", "b", "c", "d"])
+
+
+def test_fit_learns_skips_nan_steps_and_records_epochs():
+    data = tiny_set()
+    model = tiny_model()
+    views = ViewMaker(size=(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3)
+    config = TrainConfig(epochs=6, batch_size=8, lr=0.05, warmup_epochs=0, weight_decay=(0.0, 0.0))
+    history = fit(model, data, Poisoned(), config, views, evaluate=lambda m: {"accuracy": 0.0})
+    assert len(history.epochs) == 6 and history.skipped_steps == 12
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert history.epochs[-1]["train_loss"] < history.epochs[0]["train_loss"]
+    assert "accuracy" in history.table().columns
+
+
+def test_views_shapes_and_corruption_coverage():
+    views = ViewMaker(size=(16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
+    images = torch.full((6, 12, 12, 3), 128, dtype=torch.uint8)
+    out = views(images, ("plain", "clean", "corrupted"), torch.Generator().manual_seed(0))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        k: (6, 3, 16, 16) for k in ("plain", "clean", "corrupted")
+    }
+    torch.testing.assert_close(out["plain"], torch.full((6, 3, 16, 16), (128 / 255 - 0.5) / 0.25))
+    changed = (out["corrupted"] != out["clean"]).any(1).float().mean((1, 2))
+    assert (changed > 0.0).all() and (changed <= 0.6).all()
+    with pytest.raises(ValueError, match="unknown views"):
+        views(images, ("rotated",), torch.Generator())
