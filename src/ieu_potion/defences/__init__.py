@@ -1,0 +1,1 @@
+"""Defence algorithms (torch only, no Kedro)."""
