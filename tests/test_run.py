@@ -137,3 +137,131 @@ def test_attack_list_is_read_from_the_run_parameters_and_runs_repeat_exactly(pro
         assert {Path(f).parts[1] for f in written(project) if f.startswith("03")} == {"l0_inv"}
         outputs.append((project / "data/03_primary/l0_inv/poisoned_train.npz").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+TINY_CATALOG = """
+source_images:
+  type: ieu_potion.data.datasets.DigitsDataset
+  image_size: 16
+  copies: 1
+  test_copies: 1
+  min_contrast: 100
+"""
+
+TINY_PARAMETERS = """
+dataset_name: tiny_digits
+data_split: {pretrain_fraction: 0.4, seed: 0}
+data_poisoning:
+  attacks: [badnets_white]
+  discovery: {shares: [0.5, 1.0], seed: 0}
+  gallery_examples: 2
+ieu_finetune: {attacks: [badnets_white]}
+baselines: {attacks: [badnets_white]}
+badnets_white:
+  attack: {name: badnets_white, target_class: 1, rate: 0.1, seed: 0}
+model:
+  robust: {name: resnet10t, kwargs: {}, image_size: 16}
+  gate:
+    name: vit_tiny_patch16_224
+    kwargs: {patch_size: 4, embed_dim: 24, num_heads: 2}
+    image_size: 16
+  weights: {source: pretrain, path: null}
+  pretrain:
+    views: [plain]
+    train: {epochs: 1, batch_size: 64, lr: 1.0e-3}
+finetune: {epochs: 2, batch_size: 64, lr: 1.0e-3, augment: {flip_p: 0.0}}
+ieu:
+  defence: {tau: 0.5, gate_depth: 1, queue_capacity: 16, unlearning_rate: dynamic}
+  gate_training: {epochs: 2, batch_size: 64, lr: 2.0e-3, schedule: constant}
+"""
+
+
+@pytest.fixture
+def tiny_project(project):
+    (project / "conf" / "tiny").mkdir()
+    (project / "conf" / "tiny" / "catalog.yml").write_text(TINY_CATALOG)
+    (project / "conf" / "tiny" / "parameters.yml").write_text(TINY_PARAMETERS)
+    return project
+
+
+@pytest.mark.slow
+def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
+    import pandas as pd
+
+    result = kedro(tiny_project, "--env", "tiny", "--pipeline", "ieu_finetune")
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = written(tiny_project)
+    for name in (
+        "06_models/backbone/model.safetensors",
+        "06_models/backbone/spec.json",
+        "06_models/badnets_white/ieu_gate/model.safetensors",
+        "06_models/badnets_white/ieu/model.safetensors",
+        "07_model_output/badnets_white/ieu_history.csv",
+        "07_model_output/badnets_white/gate_confidence.npz",
+        "08_reporting/results.csv",
+        "08_reporting/results.parquet",
+    ):
+        assert name in files
+    history = pd.read_csv(tiny_project / "data/07_model_output/badnets_white/ieu_history.csv")
+    assert len(history) == 2
+    assert {
+        "gate_precision",
+        "gate_recall",
+        "gate_fpr",
+        "samples_queued",
+        "unlearning_steps",
+        "last_unlearning_rate",
+        "clean_accuracy",
+        "attack_success_rate",
+    } <= set(history)
+
+    result = kedro(tiny_project, "--env", "tiny", "--pipeline", "baselines")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = pd.read_parquet(tiny_project / "data/08_reporting/results.parquet")
+    assert list(results.columns) == [
+        "dataset",
+        "attack",
+        "method",
+        "discovery_share",
+        "seed",
+        "metric",
+        "value",
+    ]
+    assert set(results.method) == {"ieu", "none"} and set(results.dataset) == {"tiny_digits"}
+    for method in ("ieu", "none"):
+        metrics = set(results[results.method == method].metric)
+        assert {"clean_accuracy", "attack_success_rate", "seconds"} <= metrics
+    assert {"gate_precision", "gate_recall", "unlearning_steps"} <= set(
+        results[results.method == "ieu"].metric
+    )
+    assert not results.duplicated(["attack", "method", "metric"]).any()
+
+
+def test_bad_ieu_threshold_is_rejected_before_any_work(tiny_project):
+    result = kedro(
+        tiny_project,
+        "--env",
+        "tiny",
+        "--pipeline",
+        "ieu_finetune",
+        "--params",
+        "ieu.defence.tau=1.5",
+    )
+    assert result.returncode != 0
+    assert "tau must lie in (0, 1)" in " ".join(result.stderr.split())
+    assert written(tiny_project) == []
+
+
+def test_unknown_model_name_is_rejected_before_any_work(tiny_project):
+    result = kedro(
+        tiny_project,
+        "--env",
+        "tiny",
+        "--pipeline",
+        "baselines",
+        "--params",
+        "model.robust.name=resnet_tiny",
+    )
+    assert result.returncode != 0
+    assert "unknown model 'resnet_tiny'" in " ".join(result.stderr.split())
+    assert written(tiny_project) == []

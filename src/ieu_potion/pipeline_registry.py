@@ -1,15 +1,26 @@
-"""The project's pipelines, templated from the run's parameters."""
+"""The project's pipelines, templated from the run's parameters.
+
+Each registered pipeline carries the upstream nodes it needs (``kedro run --pipeline
+baselines`` works on a fresh clone); the default pipeline is their union, in which every
+node appears once.
+"""
 
 from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
 from ieu_potion.config import run_parameters
-from ieu_potion.pipelines import data_poisoning
+from ieu_potion.pipelines import baselines, data_poisoning, ieu_finetune
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     params = run_parameters()
-    pipelines = {"data_poisoning": data_poisoning.create_pipeline(params)}
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    own = {
+        "data_poisoning": data_poisoning.create_pipeline(params),
+        "ieu_finetune": ieu_finetune.create_pipeline(params),
+        "baselines": baselines.create_pipeline(params),
+    }
+    full = sum(own.values(), ieu_finetune.backbone_pipeline())
+    pipelines = {name: full.to_outputs(*p.all_outputs()) for name, p in own.items()}
+    pipelines["__default__"] = full
     return pipelines

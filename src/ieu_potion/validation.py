@@ -7,14 +7,33 @@ from typing import Any
 
 from ieu_potion.attacks.poison import AttackConfig, check_shares
 from ieu_potion.data.split import check_split
+from ieu_potion.defences.ieu import IEUConfig
+from ieu_potion.models import ModelSpec
+from ieu_potion.training.engine import TrainConfig
+from ieu_potion.training.setup import check_weights
 
 
 def _check_discovery(params: dict[str, Any]) -> None:
     check_shares(params["shares"])
 
 
+def _check_model(params: dict[str, Any]) -> None:
+    for role in ("robust", "gate"):
+        ModelSpec.from_params(params[role], num_classes=2)
+    check_weights(params["weights"])
+    TrainConfig.from_params(params["pretrain"]["train"])
+
+
+def _check_ieu(params: dict[str, Any]) -> None:
+    IEUConfig.from_params(params["defence"])
+    TrainConfig.from_params(params["gate_training"])
+
+
 PARAMETER_CHECKS: dict[str, Callable[[Any], Any]] = {
     "attack": AttackConfig.from_params,
     "discovery": _check_discovery,
     "data_split": check_split,
+    "model": _check_model,
+    "ieu": _check_ieu,
+    "finetune": TrainConfig.from_params,
 }

@@ -4,13 +4,13 @@ Source data sets (``DigitsDataset``, ``Cifar10Dataset``, ``ImageFolderDataset``)
 read-only and load ``{"train": ImageSet, "test": ImageSet}``.  Each has a cheap
 ``check()`` that the project's hook calls for every input of a run before any node
 starts, so that a missing folder or wrong layout is reported up front, with the name of
-the catalog entry.  The project's own artifacts are ``ImageSetDataset`` (one image set),
-``ArraysDataset`` (named integer/float arrays) and ``PlotlyFigureDataset``; all three are
-written atomically and read without pickle.
+the catalog entry.  The project's own artifacts (image sets, named arrays, tables, the
+shared results table, models, figures) are written atomically and read without pickle.
 """
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import io
 import json
@@ -18,15 +18,19 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import PlotlyPreview
+from torch import nn
 
 from ieu_potion.data import cifar10, digits, folders
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.io import atomic_write_bytes, atomic_write_text
+from ieu_potion.models import load_model, save_model
+from ieu_potion.reporting.results import RESULT_COLUMNS
 
 
 class _SourceDataset(AbstractDataset[None, dict[str, ImageSet]]):
@@ -156,6 +160,59 @@ class ArraysDataset(_FileDataset):
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in data.items()})
         atomic_write_bytes(self._filepath, buffer.getvalue())
+
+
+class TableDataset(_FileDataset):
+    """A pandas table as CSV, with a Parquet copy beside it; both written atomically."""
+
+    def load(self) -> pd.DataFrame:
+        return pd.read_csv(self._filepath)
+
+    def save(self, data: pd.DataFrame) -> None:
+        atomic_write_text(self._filepath, data.to_csv(index=False))
+        buffer = io.BytesIO()
+        data.to_parquet(buffer, index=False)
+        atomic_write_bytes(self._filepath.with_suffix(".parquet"), buffer.getvalue())
+
+
+class ResultsTableDataset(TableDataset):
+    """The shared long-format results table; saving upserts rows instead of replacing.
+
+    Rows whose key (every column but ``value``) is already present are replaced; others
+    are appended.  A lock file serialises concurrent writers.
+    """
+
+    def load(self) -> pd.DataFrame:
+        if not self._filepath.is_file():
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        return pd.read_csv(self._filepath, dtype={"discovery_share": str})
+
+    def save(self, data: pd.DataFrame) -> None:
+        missing = set(RESULT_COLUMNS) - set(data.columns)
+        if missing:
+            raise DatasetError(f"results rows lack columns {sorted(missing)}")
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        lock = self._filepath.with_suffix(".lock")
+        with lock.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            new = data[list(RESULT_COLUMNS)].astype({"discovery_share": str})
+            table = pd.concat([self.load(), new], ignore_index=True)
+            key = [c for c in RESULT_COLUMNS if c != "value"]
+            table = table.drop_duplicates(subset=key, keep="last")
+            super().save(table.sort_values(key, kind="stable").reset_index(drop=True))
+
+
+class ModelDataset(_FileDataset):
+    """A model as ``<folder>/model.safetensors`` plus ``<folder>/spec.json``."""
+
+    def _exists(self) -> bool:
+        return (self._filepath / "model.safetensors").is_file()
+
+    def load(self) -> nn.Module:
+        return load_model(self._filepath)
+
+    def save(self, data: nn.Module) -> None:
+        save_model(data, self._filepath)
 
 
 class PlotlyFigureDataset(_FileDataset):

@@ -45,6 +45,7 @@ def check_settings(
     min_scale: float,
     max_rotation: float,
     max_shift: float,
+    min_contrast: float,
     photos: tuple[str, ...],
 ) -> None:
     """Reject settings that cannot produce a sensible data set."""
@@ -64,6 +65,8 @@ def check_settings(
         raise ValueError(f"max_rotation must lie in [0, 180] degrees, got {max_rotation}")
     if not 0.0 <= max_shift <= 0.5:
         raise ValueError(f"max_shift must lie in [0, 0.5], got {max_shift}")
+    if not 0.0 <= min_contrast <= 127.5:
+        raise ValueError(f"min_contrast must lie in [0, 127.5], got {min_contrast}")
     unknown = sorted(set(photos) - set(PHOTOS))
     if unknown or not photos:
         raise ValueError(f"unknown photos {unknown}; valid photos: {', '.join(PHOTOS)}")
@@ -79,6 +82,7 @@ def make_digits(
     min_scale: float = 0.55,
     max_rotation: float = 26.0,
     max_shift: float = 0.25,
+    min_contrast: float = 64.0,
     photos: tuple[str, ...] = PHOTOS,
     seed: int = 0,
 ) -> dict[str, ImageSet]:
@@ -96,6 +100,7 @@ def make_digits(
         min_scale,
         max_rotation,
         max_shift,
+        min_contrast,
         photos,
     )
     digits = load_digits()
@@ -126,6 +131,7 @@ def make_digits(
                         min_scale,
                         max_rotation,
                         max_shift,
+                        min_contrast,
                         split_rng,
                     )
                     for i in ids
@@ -167,6 +173,7 @@ def _cluttered(
     min_scale: float,
     max_rotation: float,
     max_shift: float,
+    min_contrast: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
     # Background: a random crop of a random photograph, rescaled to the image size and
@@ -191,6 +198,11 @@ def _cluttered(
     canvas.paste(mask, (offset + int(round(shift[0])), offset + int(round(shift[1]))))
     alpha = np.asarray(canvas, np.float32)[..., None] / 255.0
 
+    # A random colour, replaced by the background's complement where it would hide the
+    # digit (mean absolute channel difference below ``min_contrast``).
     colour = rng.uniform(0, 255, size=3).astype(np.float32)
+    behind = (alpha * background).sum((0, 1)) / max(float(alpha.sum()), 1e-6)
+    if np.abs(colour - behind).mean() < min_contrast:
+        colour = 255.0 - behind
     composite = alpha * colour + (1 - alpha) * background
     return np.clip(np.rint(composite), 0, 255).astype(np.uint8)

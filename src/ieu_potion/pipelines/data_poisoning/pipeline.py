@@ -11,19 +11,7 @@ from typing import Any
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.data_poisoning import nodes
-
-
-def attack_namespaces(params: dict[str, Any]) -> list[str]:
-    names = list(params.get("data_poisoning", {}).get("attacks", []))
-    missing = [ns for ns in names if "attack" not in (params.get(ns) or {})]
-    if missing:
-        raise ValueError(
-            f"data_poisoning.attacks lists {missing} but the parameters have no "
-            f"'<namespace>.attack' block for them"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"data_poisoning.attacks lists a namespace twice: {names}")
-    return names
+from ieu_potion.pipelines.templating import namespaces
 
 
 def split_pipeline() -> Pipeline:
@@ -34,6 +22,7 @@ def split_pipeline() -> Pipeline:
                 inputs=["source_images", "params:data_split"],
                 outputs=["pretrain_images", "finetune_images", "clean_test"],
                 name="split_source",
+                tags=["data_poisoning"],
             )
         ]
     )
@@ -83,6 +72,6 @@ def create_pipeline(params: dict[str, Any]) -> Pipeline:
             },
             tags=["data_poisoning", ns],
         )
-        for ns in attack_namespaces(params)
+        for ns in namespaces(params, "data_poisoning")
     ]
     return split_pipeline() + sum(per_attack, Pipeline([]))

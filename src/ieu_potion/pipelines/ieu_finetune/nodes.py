@@ -1,0 +1,89 @@
+"""ieu_finetune nodes: backbone weights, IEU stage 1 (gate) and stage 2 (robust module)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ieu_potion.data.imageset import ImageSet
+from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence
+from ieu_potion.models import ModelSpec
+from ieu_potion.reporting.results import run_summary
+from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit, predict
+from ieu_potion.training.setup import evaluator, make_gate, prepare_backbone, view_maker
+
+
+def backbone(pretrain_images: ImageSet, clean_test: ImageSet, model: dict[str, Any]):
+    spec = ModelSpec.from_params(model["robust"], pretrain_images.num_classes)
+    net, history = prepare_backbone(
+        spec, model["weights"], pretrain_images, clean_test, model["pretrain"]
+    )
+    return net, history.table()
+
+
+def train_gate(
+    backbone: nn.Module, poisoned_train: ImageSet, model: dict[str, Any], ieu: dict[str, Any]
+):
+    """Stage 1: the shallow poisoned module, plain CE on the unaugmented view."""
+    config = IEUConfig.from_params(ieu["defence"])
+    gate = make_gate(backbone, model["gate"], config.gate_depth)
+    training = TrainConfig.from_params(ieu["gate_training"])
+    history = fit(
+        gate,
+        poisoned_train,
+        CrossEntropy(("plain",)),
+        training,
+        view_maker(gate, training),
+        name="gate",
+    )
+    return gate, history.table()
+
+
+def gate_confidences(gate: nn.Module, poisoned_train: ImageSet) -> dict[str, np.ndarray]:
+    """The gate's confidence on every training sample, with the ground truth beside it."""
+    return {
+        "confidence": confidence(predict(gate, poisoned_train, view_maker(gate))),
+        "poisoned": poisoned_train.poisoned,
+        "labels": poisoned_train.labels,
+    }
+
+
+def finetune_ieu(
+    backbone: nn.Module,
+    gate: nn.Module,
+    poisoned_train: ImageSet,
+    clean_test: ImageSet,
+    triggered_test: ImageSet,
+    finetune: dict[str, Any],
+    ieu: dict[str, Any],
+    attack: dict[str, Any],
+    dataset_name: str,
+):
+    """Stage 2: the robust module learns what the gate lets through and unlearns the rest."""
+    model = copy.deepcopy(backbone)
+    config = TrainConfig.from_params(finetune)
+    objective = IEUObjective(
+        gate,
+        view_maker(gate),
+        IEUConfig.from_params(ieu["defence"]),
+        poisoned_train.num_classes,
+        config.batch_size,
+        config.clip,
+        poisoned_train.poisoned,
+        config.torch_device(),
+    )
+    views = view_maker(model, config)
+    history = fit(
+        model,
+        poisoned_train,
+        objective,
+        config,
+        views,
+        evaluator(clean_test, triggered_test, attack["target_class"], views),
+        name="ieu",
+    )
+    rows = run_summary(history, dataset_name, attack["name"], "ieu", config.seed)
+    return model, history.table(), rows
