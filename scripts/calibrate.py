@@ -1,0 +1,120 @@
+"""Check the IEU premise on a configuration: does the default data let IEU work?
+
+Runs, outside Kedro but through the same node functions as the pipelines: split, poison,
+backbone, undefended finetune, gate (stage 1), IEU (stage 2); then prints the numbers
+that ../shared/DEFAULT_DATA.md sets as targets.
+
+    .venv/bin/python scripts/calibrate.py --attack badnets_white
+    .venv/bin/python scripts/calibrate.py --env cifar10 --set cifar10_root=/data/cifar
+    .venv/bin/python scripts/calibrate.py --set finetune.epochs=5 --set ieu.defence.tau=0.9
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from kedro.io import AbstractDataset
+
+from ieu_potion.config import ProjectConfigLoader
+from ieu_potion.pipelines.baselines.nodes import finetune_undefended
+from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source, trigger_test
+from ieu_potion.pipelines.ieu_finetune import nodes as ieu
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = "CA none >= 0.80, ASR none >= 0.90, gate P/R >= 0.80, ASR ieu <= 0.10, CA drop <= 0.05"
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out: dict = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
+def metric(rows, name: str) -> float:
+    return float(rows.loc[rows.metric == name, "value"].iloc[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="local")
+    parser.add_argument("--attack", default="badnets_white", help="a data_poisoning namespace")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    loader = ProjectConfigLoader(
+        conf_source=str(ROOT / "conf"),
+        base_env="base",
+        default_run_env="local",
+        env=args.env,
+        runtime_params=parse_overrides(args.set),
+    )
+    params, catalog = loader["parameters"], loader["catalog"]
+    attack = params[args.attack]["attack"]
+    source = AbstractDataset.from_config("source_images", catalog["source_images"]).load()
+    pretrain, finetune, test = split_source(source, params["data_split"])
+    train, triggered = poison_train(finetune, attack), trigger_test(test, attack)
+
+    clock = time.perf_counter()
+    backbone, pre = ieu.backbone(pretrain, test, params["model"])
+    t_backbone = time.perf_counter() - clock
+    _, _, none_rows = finetune_undefended(
+        backbone, train, test, triggered, params["finetune"], attack, params["dataset_name"]
+    )
+    gate, _ = ieu.train_gate(backbone, train, params["model"], params["ieu"])
+    conf = ieu.gate_confidences(gate, train)
+    _, _, ieu_rows = ieu.finetune_ieu(
+        backbone,
+        gate,
+        train,
+        test,
+        triggered,
+        params["finetune"],
+        params["ieu"],
+        attack,
+        params["dataset_name"],
+    )
+
+    tau = params["ieu"]["defence"]["tau"]
+    c, p = conf["confidence"], conf["poisoned"]
+    flagged = c > tau
+    print(f"\n== {args.attack} on {params['dataset_name']} ({args.env}); targets: {TARGETS}")
+    print(
+        f"train {len(train)} ({int(p.sum())} poisoned), pretrain {len(pretrain)}, "
+        f"test {len(test)}; backbone {time.perf_counter() - clock:.0f}s total, "
+        f"backbone {t_backbone:.0f}s, pretrain CA "
+        f"{pre['clean_accuracy'].iloc[-1] if len(pre) else float('nan'):.3f}"
+    )
+    print(
+        f"gate confidence quartiles clean {np.quantile(c[~p], [0.25, 0.5, 0.75]).round(3)} "
+        f"poisoned {np.quantile(c[p], [0.25, 0.5, 0.75]).round(3)}"
+    )
+    print(
+        f"gate at tau {tau}: precision {(flagged & p).sum() / max(1, flagged.sum()):.3f} "
+        f"recall {(flagged & p).sum() / max(1, p.sum()):.3f}"
+    )
+    for name, rows in (("none", none_rows), ("ieu", ieu_rows)):
+        print(
+            f"{name:>5}: CA {metric(rows, 'clean_accuracy'):.3f}  "
+            f"ASR {metric(rows, 'attack_success_rate'):.3f}  "
+            f"s/epoch {metric(rows, 'seconds_per_epoch'):.1f}"
+        )
+    print(
+        f"  ieu: unlearning steps {metric(ieu_rows, 'unlearning_steps'):.0f}, "
+        f"queued {metric(ieu_rows, 'samples_queued'):.0f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
