@@ -92,39 +92,48 @@ def test_cifar10_environment_on_a_small_folder(project, tmp_path_factory):
     assert potion.class_names[0] == "airplane"
 
 
+def assert_rejected_before_any_work(project, args, *messages):
+    """The run fails, its error says each of ``messages``, and no artifact was written."""
+    result = kedro(project, *args)
+    assert result.returncode != 0
+    error = " ".join(result.stderr.split())
+    for message in messages:
+        assert message in error
+    assert written(project) == []
+
+
 def test_missing_cifar_folder_names_the_catalog_entry(project, tmp_path):
-    result = kedro(
-        project,
+    args = [
         "--env",
         "cifar10",
         "--pipeline",
         "data_poisoning",
         "--params",
         f"cifar10_root={tmp_path / 'absent'}",
+    ]
+    assert_rejected_before_any_work(
+        project,
+        args,
+        "catalog entry 'source_images' (Cifar10Dataset) cannot load",
+        "cifar-10-batches-py",
     )
-    assert result.returncode != 0
-    message = " ".join(result.stderr.split())
-    assert "catalog entry 'source_images' (Cifar10Dataset) cannot load" in message
-    assert "cifar-10-batches-py" in message
-    assert written(project) == []
 
 
 def test_out_of_range_rate_is_rejected_before_any_work(project):
-    result = kedro(
-        project, "--pipeline", "data_poisoning", "--params", "badnets_white.attack.rate=1.5"
+    args = ["--pipeline", "data_poisoning", "--params", "badnets_white.attack.rate=1.5"]
+    assert_rejected_before_any_work(
+        project,
+        args,
+        "parameter 'params:badnets_white.attack' is invalid",
+        "rate must lie in (0, 1)",
     )
-    assert result.returncode != 0
-    message = " ".join(result.stderr.split())
-    assert "parameter 'params:badnets_white.attack' is invalid" in message
-    assert "rate must lie in (0, 1)" in message
-    assert written(project) == []
 
 
 def test_unknown_attack_name_lists_the_valid_ones(project):
-    result = kedro(project, "--pipeline", "data_poisoning", "--params", "blended.attack.name=blend")
-    assert result.returncode != 0
-    assert "unknown attack 'blend'; valid attacks: badnets_white" in " ".join(result.stderr.split())
-    assert written(project) == []
+    args = ["--pipeline", "data_poisoning", "--params", "blended.attack.name=blend"]
+    assert_rejected_before_any_work(
+        project, args, "unknown attack 'blend'; valid attacks: badnets_white"
+    )
 
 
 def test_attack_list_is_read_from_the_run_parameters_and_runs_repeat_exactly(project):
@@ -173,6 +182,14 @@ finetune: {epochs: 2, batch_size: 64, lr: 1.0e-3, augment: {flip_p: 0.0}}
 ieu:
   defence: {tau: 0.5, gate_depth: 1, queue_capacity: 16, unlearning_rate: dynamic}
   gate_training: {epochs: 2, batch_size: 64, lr: 2.0e-3, schedule: constant}
+potion_unlearning: {attacks: [badnets_white]}
+potion:
+  discovery: benchmark
+  shares: [share_0.5, one_shot]
+  methods: [none, eu, ssd, ssd_ptn, lf_ptn, xlf_ptn]
+  ssd_alphas: [10]
+  eu_shares: [share_0.5]
+  ptn: {rho: 0.1, max_steps: 40, parallel: 4}
 """
 
 
@@ -238,30 +255,54 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
 
 
 def test_bad_ieu_threshold_is_rejected_before_any_work(tiny_project):
-    result = kedro(
-        tiny_project,
-        "--env",
-        "tiny",
-        "--pipeline",
-        "ieu_finetune",
-        "--params",
-        "ieu.defence.tau=1.5",
-    )
-    assert result.returncode != 0
-    assert "tau must lie in (0, 1)" in " ".join(result.stderr.split())
-    assert written(tiny_project) == []
+    args = ["--env", "tiny", "--pipeline", "ieu_finetune", "--params", "ieu.defence.tau=1.5"]
+    assert_rejected_before_any_work(tiny_project, args, "tau must lie in (0, 1)")
 
 
 def test_unknown_model_name_is_rejected_before_any_work(tiny_project):
-    result = kedro(
-        tiny_project,
-        "--env",
-        "tiny",
-        "--pipeline",
-        "baselines",
-        "--params",
-        "model.robust.name=resnet_tiny",
+    args = ["--env", "tiny", "--pipeline", "baselines", "--params", "model.robust.name=resnet_tiny"]
+    assert_rejected_before_any_work(tiny_project, args, "unknown model 'resnet_tiny'")
+
+
+@pytest.mark.slow
+def test_potion_unlearning_end_to_end_on_a_fresh_project(tiny_project):
+    import pandas as pd
+
+    result = kedro(tiny_project, "--env", "tiny", "--pipeline", "potion_unlearning")
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = pd.read_csv(tiny_project / "data/08_reporting/results.csv")
+    potion = results[results.discovery_share != "none"]
+    assert set(potion.discovery_share) == {"share_0.5", "one_shot"}
+    assert set(potion.method) == {"none", "eu", "ssd_alpha_10", "ssd_ptn", "lf_ptn", "xlf_ptn"}
+    assert set(potion[potion.method == "eu"].discovery_share) == {"share_0.5"}
+    for method in ("ssd_ptn", "lf_ptn", "xlf_ptn"):
+        metrics = set(potion[potion.method == method].metric)
+        assert {
+            "poison_healed",
+            "model_damage",
+            "attack_success_rate",
+            "clean_accuracy",
+            "seconds",
+            "alpha",
+            "ptn_steps",
+        } <= metrics
+    trace = pd.read_csv(tiny_project / "data/07_model_output/badnets_white/potion_trace.csv")
+    assert {"step", "s", "alpha", "forget_accuracy", "share", "method"} <= set(trace.columns)
+    none_rows = potion[(potion.method == "none") & (potion.metric == "model_damage")]
+    assert (none_rows.value == 0).all()
+
+
+def test_realistic_potion_reads_the_gate_not_the_ground_truth(tiny_project):
+    from ieu_potion.config import ProjectConfigLoader
+    from ieu_potion.pipelines.potion_unlearning import create_pipeline
+
+    loader = ProjectConfigLoader(
+        conf_source=str(tiny_project / "conf"),
+        env="tiny",
+        base_env="base",
+        default_run_env="local",
+        runtime_params={"potion": {"discovery": "realistic"}},
     )
-    assert result.returncode != 0
-    assert "unknown model 'resnet_tiny'" in " ".join(result.stderr.split())
-    assert written(tiny_project) == []
+    pipe = create_pipeline(loader["parameters"])
+    assert "badnets_white.gate_confidence" in pipe.inputs()
+    assert "badnets_white.discovery_subsets" not in pipe.all_inputs()

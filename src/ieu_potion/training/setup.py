@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
+import pandas as pd
 from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.models import ModelSpec, build_model, input_size, is_vit, normalisation
 from ieu_potion.models.factory import WEIGHT_SOURCES, load_backbone, read_state_dict, shallow_vit
-from ieu_potion.training.engine import CrossEntropy, History, TrainConfig, fit, predict
+from ieu_potion.reporting.results import run_summary
+from ieu_potion.training.engine import (
+    CrossEntropy,
+    History,
+    Objective,
+    TrainConfig,
+    fit,
+    predict,
+)
 from ieu_potion.training.engine import clean_accuracy_and_asr as _ca_asr
 from ieu_potion.training.views import ViewMaker
 
@@ -94,3 +104,31 @@ def make_gate(backbone: nn.Module, gate: dict[str, Any], depth: int) -> nn.Modul
         return shallow_vit(backbone, depth)
     spec = ModelSpec.from_params(gate, backbone.spec.num_classes).with_kwargs(depth=depth)
     return build_model(spec)
+
+
+def finetune(
+    backbone: nn.Module,
+    train: ImageSet,
+    clean_test: ImageSet,
+    triggered_test: ImageSet,
+    config: TrainConfig,
+    objective: Objective,
+    attack: dict[str, Any],
+    dataset_name: str,
+    method: str,
+) -> tuple[nn.Module, pd.DataFrame, pd.DataFrame]:
+    """Finetune a copy of ``backbone`` with ``objective``, evaluating CA and ASR each
+    epoch: (model, per-epoch history, rows for the results table)."""
+    model = copy.deepcopy(backbone)
+    views = view_maker(model, config)
+    history = fit(
+        model,
+        train,
+        objective,
+        config,
+        views,
+        evaluator(clean_test, triggered_test, attack["target_class"], views),
+        name=method,
+    )
+    rows = run_summary(history, dataset_name, attack["name"], method, config.seed)
+    return model, history.table(), rows

@@ -7,7 +7,7 @@ from typing import Any
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.baselines import nodes
-from ieu_potion.pipelines.templating import namespaces, shared_parameters
+from ieu_potion.pipelines.templating import namespaces, per_namespace, shared_parameters
 
 
 def baselines_template() -> Pipeline:
@@ -32,17 +32,13 @@ def baselines_template() -> Pipeline:
 
 
 def create_pipeline(params: dict[str, Any]) -> Pipeline:
-    template = baselines_template()
-    return sum(
-        (
-            pipeline(
-                template,
-                namespace=ns,
-                inputs={"backbone", "clean_test"},
-                parameters=shared_parameters("finetune", "dataset_name"),
-                tags=["baselines", ns],
-            )
-            for ns in namespaces(params, "baselines")
-        ),
-        Pipeline([]),
+    """The undefended finetune for ``baselines.attacks`` and for every namespace Potion
+    repairs (it needs that model)."""
+    return per_namespace(
+        baselines_template(),
+        params,
+        "baselines",
+        {"backbone", "clean_test"},
+        shared_parameters("finetune", "dataset_name"),
+        extra=tuple(namespaces(params, "potion_unlearning")),
     )

@@ -11,7 +11,7 @@ from typing import Any
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.data_poisoning import nodes
-from ieu_potion.pipelines.templating import namespaces
+from ieu_potion.pipelines.templating import per_namespace
 
 
 def split_pipeline() -> Pipeline:
@@ -60,18 +60,11 @@ def attack_template() -> Pipeline:
 
 
 def create_pipeline(params: dict[str, Any]) -> Pipeline:
-    template = attack_template()
-    per_attack = [
-        pipeline(
-            template,
-            namespace=ns,
-            inputs={"finetune_images", "clean_test"},
-            parameters={
-                "params:discovery": "params:data_poisoning.discovery",
-                "params:gallery_examples": "params:data_poisoning.gallery_examples",
-            },
-            tags=["data_poisoning", ns],
-        )
-        for ns in namespaces(params, "data_poisoning")
-    ]
-    return split_pipeline() + sum(per_attack, Pipeline([]))
+    shared = {
+        "params:discovery": "params:data_poisoning.discovery",
+        "params:gallery_examples": "params:data_poisoning.gallery_examples",
+    }
+    per_attack = per_namespace(
+        attack_template(), params, "data_poisoning", {"finetune_images", "clean_test"}, shared
+    )
+    return split_pipeline() + per_attack

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -11,9 +10,8 @@ from torch import nn
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence
 from ieu_potion.models import ModelSpec
-from ieu_potion.reporting.results import run_summary
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit, predict
-from ieu_potion.training.setup import evaluator, make_gate, prepare_backbone, view_maker
+from ieu_potion.training.setup import finetune, make_gate, prepare_backbone, view_maker
 
 
 def backbone(pretrain_images: ImageSet, clean_test: ImageSet, model: dict[str, Any]):
@@ -57,14 +55,13 @@ def finetune_ieu(
     poisoned_train: ImageSet,
     clean_test: ImageSet,
     triggered_test: ImageSet,
-    finetune: dict[str, Any],
+    finetune_params: dict[str, Any],
     ieu: dict[str, Any],
     attack: dict[str, Any],
     dataset_name: str,
 ):
     """Stage 2: the robust module learns what the gate lets through and unlearns the rest."""
-    model = copy.deepcopy(backbone)
-    config = TrainConfig.from_params(finetune)
+    config = TrainConfig.from_params(finetune_params)
     objective = IEUObjective(
         gate,
         view_maker(gate),
@@ -75,15 +72,14 @@ def finetune_ieu(
         poisoned_train.poisoned,
         config.torch_device(),
     )
-    views = view_maker(model, config)
-    history = fit(
-        model,
+    return finetune(
+        backbone,
         poisoned_train,
-        objective,
+        clean_test,
+        triggered_test,
         config,
-        views,
-        evaluator(clean_test, triggered_test, attack["target_class"], views),
-        name="ieu",
+        objective,
+        attack,
+        dataset_name,
+        "ieu",
     )
-    rows = run_summary(history, dataset_name, attack["name"], "ieu", config.seed)
-    return model, history.table(), rows

@@ -7,7 +7,7 @@ from typing import Any
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.ieu_finetune import nodes
-from ieu_potion.pipelines.templating import namespaces, shared_parameters
+from ieu_potion.pipelines.templating import per_namespace, shared_parameters
 
 
 def backbone_pipeline() -> Pipeline:
@@ -61,17 +61,10 @@ def ieu_template() -> Pipeline:
 
 
 def create_pipeline(params: dict[str, Any]) -> Pipeline:
-    template = ieu_template()
-    return sum(
-        (
-            pipeline(
-                template,
-                namespace=ns,
-                inputs={"backbone", "clean_test"},
-                parameters=shared_parameters("model", "ieu", "finetune", "dataset_name"),
-                tags=["ieu_finetune", ns],
-            )
-            for ns in namespaces(params, "ieu_finetune")
-        ),
-        Pipeline([]),
+    return per_namespace(
+        ieu_template(),
+        params,
+        "ieu_finetune",
+        {"backbone", "clean_test"},
+        shared_parameters("model", "ieu", "finetune", "dataset_name"),
     )
