@@ -49,7 +49,7 @@ class TrainConfig:
         base_lr = params.pop("base_lr", None)
         if base_lr is not None:  # lr given per 256 samples, as in the papers
             params["lr"] = base_lr * params["batch_size"] / 256
-        for key in ("crop_scale", "corrupt_cover"):
+        for key in ("crop_scale", "crop_ratio", "corrupt_cover"):
             if key in params.get("augment", {}):
                 params["augment"] = {**params["augment"], key: tuple(params["augment"][key])}
         if "weight_decay" in params:

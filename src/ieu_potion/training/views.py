@@ -35,6 +35,7 @@ class ViewMaker:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop_scale: tuple[float, float] = (0.75, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     jitter_p: float = 0.8
@@ -86,7 +87,7 @@ class ViewMaker:
     def crop(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b = x.shape[0]
         area = _uniform(b, *self.crop_scale, g)
-        log_ratio = _uniform(b, math.log(3 / 4), math.log(4 / 3), g)
+        log_ratio = _uniform(b, math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]), g)
         ratio = log_ratio.exp()
         width = (area * ratio).sqrt().clamp(max=1.0)
         height = (area / ratio).sqrt().clamp(max=1.0)
