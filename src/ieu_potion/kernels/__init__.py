@@ -6,6 +6,6 @@ dispatch between the two are their own piece of work (see the kernels issue), so
 every call runs the reference.
 """
 
-from ieu_potion.kernels.reference import masked_cross_entropy
+from ieu_potion.kernels.reference import accumulate_importance, dampen, masked_cross_entropy
 
-__all__ = ["masked_cross_entropy"]
+__all__ = ["accumulate_importance", "dampen", "masked_cross_entropy"]

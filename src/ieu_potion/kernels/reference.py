@@ -37,3 +37,46 @@ def masked_cross_entropy(
     combined = log_q + keep * robust
     loss = F.cross_entropy(combined.reshape(views * batch, classes), labels.repeat(views))
     return loss, confidence, flagged
+
+
+IMPORTANCE_MODES = ("abs", "square")
+
+
+def accumulate_importance(
+    grads_flat: torch.Tensor, importance_flat: torch.Tensor, mode: str, scale: float
+) -> None:
+    """``importance += scale * |g|`` (mode ``abs``) or ``scale * g**2`` (``square``), in
+    place, in the accumulator's dtype (fp32) whatever the gradient dtype."""
+    if mode not in IMPORTANCE_MODES:
+        raise ValueError(f"unknown importance mode {mode!r}; valid: {', '.join(IMPORTANCE_MODES)}")
+    if grads_flat.shape != importance_flat.shape:
+        raise ValueError(
+            f"gradient {tuple(grads_flat.shape)} and importance {tuple(importance_flat.shape)} "
+            "buffers differ in shape"
+        )
+    g = grads_flat.to(importance_flat.dtype)
+    importance_flat.add_(g.abs() if mode == "abs" else g * g, alpha=scale)
+
+
+def dampen(
+    params_flat: torch.Tensor,
+    imp_forget: torch.Tensor,
+    imp_retain: torch.Tensor,
+    alpha: torch.Tensor | float,
+    lam: float,
+) -> torch.Tensor:
+    """The SSD rule on flat buffers, as a new buffer (the input is never modified).
+
+    Parameter i is selected where ``I_f > alpha I_r``; a selected parameter is multiplied
+    by ``min(lam I_r / I_f, 1)``, which is 0 where ``I_r = 0 < I_f``.  ``alpha`` may be a
+    1-D tensor of K thresholds: the result is then (K, N), one candidate per threshold.
+    """
+    alpha = torch.as_tensor(alpha, dtype=imp_forget.dtype, device=imp_forget.device)
+    batched = alpha.ndim == 1
+    a = alpha.view(-1, 1) if batched else alpha
+    selected = imp_forget > a * imp_retain
+    ratio = torch.where(imp_forget > 0, lam * imp_retain / imp_forget, torch.ones_like(imp_forget))
+    factor = torch.where(
+        selected, ratio.clamp(max=1.0), torch.ones_like(selected, dtype=ratio.dtype)
+    )
+    return (params_flat.to(factor.dtype) * factor).to(params_flat.dtype)
