@@ -53,3 +53,28 @@ def run_summary(history: History, dataset: str, attack: str, method: str, seed: 
     for drop in ("epoch", "lr", "train_loss"):
         metrics.pop(drop, None)
     return result_rows(dataset, attack, method, seed, metrics)
+
+
+ONE_SHOT = "one_shot"
+
+
+def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The Potion paper's Table 1 for one set of results rows: per attack and method, mean
+    and std over the discovery shares of poison healed and model damage, the one-shot set
+    separately (NaN where a method was not run on it)."""
+    potion = rows[rows.discovery_share != NO_SHARE]
+    wide = potion.pivot_table(
+        index=["attack", "method", "discovery_share"], columns="metric", values="value"
+    ).reset_index()
+    shares = wide[wide.discovery_share != ONE_SHOT]
+    table = shares.groupby(["attack", "method"]).agg(
+        healed_mean=("poison_healed", "mean"),
+        healed_std=("poison_healed", "std"),
+        damage_mean=("model_damage", "mean"),
+        damage_std=("model_damage", "std"),
+        shares=("discovery_share", "nunique"),
+    )
+    one_shot = wide[wide.discovery_share == ONE_SHOT].set_index(["attack", "method"])
+    table["one_shot_healed"] = one_shot.get("poison_healed")
+    table["one_shot_damage"] = one_shot.get("model_damage")
+    return table.reset_index()

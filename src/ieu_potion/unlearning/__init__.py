@@ -1,0 +1,1 @@
+"""Poison unlearning (Potion): importances, dampening, the PTN search, the methods."""

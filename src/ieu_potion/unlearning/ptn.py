@@ -1,0 +1,150 @@
+"""PTN search: choose SSD's alpha without ground truth (SPEC.md section 4).
+
+With a_0 the original model's accuracy on the discovered set S_f (w.r.t. the poisoned
+labels) and r_i = I_f,i / I_r,i, the search starts at s = |S_f| / (|S_f| + |D_r|) / 25 and
+grows s by ``step`` (1.1) until the model dampened at alpha = the (100 - ln(1 + 100 s))-th
+percentile of r has accuracy <= rho * a_0 on S_f.  The ratios are sorted once; each
+alpha is then a lookup.  ``parallel`` consecutive values of s are dampened in one batched
+call and evaluated in order, so the first s that meets the condition is the one returned,
+exactly as in a sequential search.  The original parameters are never modified; a search
+that never meets the condition returns them unchanged (alpha = inf, ``converged`` False)
+rather than its most aggressive candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ieu_potion import kernels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PTNConfig:
+    rho: float = 0.1
+    step: float = 1.1
+    max_steps: int = 500
+    lam: float = 1.0
+    parallel: int = 8
+    s_start: float | None = None  # None: |S_f| / (|S_f| + |D_r|) / 25
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> PTNConfig:
+        config = cls(**params)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        if not 0.0 <= self.rho < 1.0:
+            raise ValueError(f"rho must lie in [0, 1), got {self.rho}")
+        if self.step <= 1.0:
+            raise ValueError(f"step must be > 1, got {self.step}")
+        if self.max_steps < 1 or self.parallel < 1:
+            raise ValueError("max_steps and parallel must be >= 1")
+        if self.lam <= 0:
+            raise ValueError(f"lam must be > 0, got {self.lam}")
+        if self.s_start is not None and not 0.0 < self.s_start < 1.0:
+            raise ValueError(f"s_start must lie in (0, 1), got {self.s_start}")
+
+
+@dataclass
+class SearchResult:
+    parameters: torch.Tensor
+    alpha: float
+    s: float
+    steps: int
+    converged: bool
+    base_accuracy: float
+    trace: list[dict[str, float]] = field(default_factory=list)
+
+
+def sorted_ratios(imp_forget: torch.Tensor, imp_retain: torch.Tensor) -> torch.Tensor:
+    """I_f / I_r over all parameters, NaN and infinite values dropped, sorted (fp64)."""
+    ratio = imp_forget.double() / imp_retain.double()
+    return torch.sort(ratio[torch.isfinite(ratio)]).values
+
+
+def percentile(sorted_values: torch.Tensor, p: float) -> float:
+    """The p-th percentile (0..100) by linear interpolation, as numpy's default."""
+    if len(sorted_values) == 0:
+        raise ValueError("no finite importance ratio to take a percentile of")
+    p = min(max(p, 0.0), 100.0)
+    position = p / 100.0 * (len(sorted_values) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    weight = position - low
+    return float(sorted_values[low] * (1 - weight) + sorted_values[high] * weight)
+
+
+def percent_for(s: float) -> float:
+    return 100.0 - math.log(1.0 + 100.0 * s)
+
+
+def ptn_search(
+    theta0: torch.Tensor,
+    imp_forget: torch.Tensor,
+    imp_retain: torch.Tensor,
+    accuracy_on_forget: Callable[[torch.Tensor], float],
+    forget_size: int,
+    retain_size: int,
+    config: PTNConfig,
+) -> SearchResult:
+    """Run the search; ``accuracy_on_forget(theta)`` evaluates flat parameters on S_f."""
+    ratios = sorted_ratios(imp_forget, imp_retain)
+    base = accuracy_on_forget(theta0)
+    target = config.rho * base
+    s = config.s_start or forget_size / (forget_size + retain_size) / 25.0
+    trace: list[dict[str, float]] = []
+    log.info(
+        "PTN: a_0 = %.4f on %d discovered samples; stop at accuracy <= %.4f",
+        base,
+        forget_size,
+        target,
+    )
+    steps = 0
+    while steps < config.max_steps:
+        count = min(config.parallel, config.max_steps - steps)
+        candidates = [s * config.step**j for j in range(count)]
+        alphas = torch.tensor(
+            [percentile(ratios, percent_for(c)) for c in candidates],
+            dtype=imp_forget.dtype,
+            device=imp_forget.device,
+        )
+        thetas = kernels.dampen(theta0, imp_forget, imp_retain, alphas, config.lam)
+        for j, candidate in enumerate(candidates):
+            steps += 1
+            accuracy = accuracy_on_forget(thetas[j])
+            trace.append(
+                {
+                    "step": steps,
+                    "s": candidate,
+                    "alpha": float(alphas[j]),
+                    "forget_accuracy": accuracy,
+                }
+            )
+            log.info(
+                "PTN step %d: s %.5f, alpha %.4g, accuracy on S_f %.4f",
+                steps,
+                candidate,
+                float(alphas[j]),
+                accuracy,
+            )
+            if accuracy <= target:
+                log.info("PTN chose alpha %.4g after %d steps", float(alphas[j]), steps)
+                return SearchResult(
+                    thetas[j].clone(), float(alphas[j]), candidate, steps, True, base, trace
+                )
+        s = candidates[-1] * config.step
+    log.warning(
+        "PTN did not reach accuracy <= %.4f in %d steps; the model is left unchanged",
+        target,
+        steps,
+    )
+    return SearchResult(theta0.clone(), math.inf, s, steps, False, base, trace)

@@ -1,0 +1,157 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ieu_potion.data.imageset import ImageSet
+from ieu_potion.training.views import ViewMaker
+from ieu_potion.unlearning.importance import flat_parameters, importances
+from ieu_potion.unlearning.potion import PotionConfig, realistic_discovery
+from ieu_potion.unlearning.ptn import PTNConfig, percent_for, percentile, ptn_search
+
+
+def tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 3))
+    rng = np.random.default_rng(0)
+    data = ImageSet.clean(
+        rng.integers(0, 256, (10, 4, 4, 3), dtype=np.uint8), rng.integers(0, 3, 10), ["a", "b", "c"]
+    )
+    # No augmentation, so the expected values can be computed by hand below.
+    views = ViewMaker(
+        size=(4, 4),
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_p=0.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+    )
+    return model, data, views
+
+
+def expected(model, data, views, loss_fn, reduce):
+    x = views(torch.from_numpy(data.images), ("plain",), torch.Generator())["plain"]
+    y = torch.from_numpy(data.labels)
+    total = torch.zeros(sum(p.numel() for p in model.parameters()))
+    for chunk in (slice(0, 4), slice(4, 8), slice(8, 10)):
+        model.zero_grad()
+        loss_fn(model(x[chunk]), y[chunk]).backward()
+        total += reduce(torch.cat([p.grad.reshape(-1) for p in model.parameters()])) / 3
+    return total
+
+
+@pytest.mark.parametrize(
+    "kind, loss_fn, reduce",
+    [
+        ("xlf", lambda z, y: z.norm(dim=1).mean(), torch.abs),
+        ("lf", lambda z, y: z.pow(2).sum(1).mean(), torch.abs),
+        ("ssd", lambda z, y: nn.functional.cross_entropy(z, y), torch.square),
+    ],
+)
+def test_importances_match_autograd_on_a_tiny_model(kind, loss_fn, reduce):
+    model, data, views = tiny()
+    got = importances(model, data, kind, views, batch_size=4)
+    torch.testing.assert_close(got, expected(model, data, views, loss_fn, reduce))
+
+
+def test_xlf_and_lf_differ():
+    model, data, views = tiny()
+    assert not torch.allclose(
+        importances(model, data, "xlf", views, 4), importances(model, data, "lf", views, 4)
+    )
+
+
+@pytest.mark.parametrize("p", [0.0, 12.5, 50.0, 97.3, 99.99, 100.0])
+def test_percentile_matches_numpy(p):
+    values = np.random.default_rng(1).lognormal(size=1001)
+    got = percentile(torch.from_numpy(np.sort(values)), p)
+    assert got == pytest.approx(np.percentile(values, p))
+
+
+def test_percent_for_s():
+    assert percent_for(0.0) == 100.0
+    assert percent_for(0.01) == pytest.approx(100 - np.log(2))
+
+
+def search_inputs():
+    g = torch.Generator().manual_seed(0)
+    theta0 = torch.rand(500, generator=g) + 0.5
+    i_f = torch.rand(500, generator=g)
+    i_r = torch.rand(500, generator=g)
+    return theta0, i_f, i_r
+
+
+@pytest.mark.parametrize("parallel", [1, 3, 8])
+def test_search_stops_at_the_first_s_meeting_rho_and_keeps_theta0(parallel):
+    theta0, i_f, i_r = search_inputs()
+    original = theta0.clone()
+
+    # "accuracy" falls as more mass is dampened away: 1 - removed share of the sum.
+    def accuracy(theta):
+        return float(theta.sum() / original.sum())
+
+    config = PTNConfig(rho=0.9, parallel=parallel, s_start=0.001)
+    result = ptn_search(theta0, i_f, i_r, accuracy, forget_size=10, retain_size=990, config=config)
+    assert torch.equal(theta0, original), "theta_0 must never be modified"
+    assert result.converged and result.trace[-1]["forget_accuracy"] <= 0.9
+    assert all(step["forget_accuracy"] > 0.9 for step in result.trace[:-1])
+    s_values = [step["s"] for step in result.trace]
+    assert s_values[0] == pytest.approx(0.001)
+    np.testing.assert_allclose(np.diff(np.log(s_values)), np.log(1.1), rtol=1e-9)
+    assert result.steps == len(result.trace)
+
+
+def test_search_results_do_not_depend_on_parallelism():
+    theta0, i_f, i_r = search_inputs()
+    results = [
+        ptn_search(
+            theta0,
+            i_f,
+            i_r,
+            lambda t: float(t.sum() / theta0.sum()),
+            10,
+            990,
+            PTNConfig(rho=0.8, parallel=k),
+        )
+        for k in (1, 5)
+    ]
+    assert results[0].alpha == results[1].alpha and results[0].steps == results[1].steps
+    assert results[0].s == pytest.approx(10 / 1000 / 25 * 1.1 ** (results[0].steps - 1))
+
+
+def test_search_that_never_converges_leaves_the_model_unchanged():
+    theta0, i_f, i_r = search_inputs()
+    config = PTNConfig(rho=0.5, max_steps=7, parallel=3)
+    result = ptn_search(theta0, i_f, i_r, lambda t: 1.0, 10, 990, config)
+    assert not result.converged and result.steps == 7 and len(result.trace) == 7
+    assert torch.equal(result.parameters, theta0) and result.alpha == float("inf")
+
+
+def test_realistic_discovery_reads_only_confidences():
+    confidence = np.array([0.2, 0.99, 0.96, 0.5, 0.951])
+    assert realistic_discovery(confidence, 0.95)["ieu_gate"].tolist() == [1, 2, 4]
+    with pytest.raises(ValueError, match="flags no training sample"):
+        realistic_discovery(confidence, 0.995)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"methods": ["xlf"]}, r"unknown Potion methods \['xlf'\]"),
+        ({"discovery": "oracle"}, "unknown discovery mode 'oracle'"),
+        ({"ptn": {"rho": 1.5}}, r"rho must lie in \[0, 1\)"),
+        ({"ptn": {"step": 1.0}}, "step must be > 1"),
+        ({"ssd_alphas": [0]}, "ssd_alphas must be > 0"),
+    ],
+)
+def test_bad_potion_settings_are_rejected(params, message):
+    with pytest.raises(ValueError, match=message):
+        PotionConfig.from_params(params)
+
+
+def test_flat_parameters_round_trip():
+    model, _, _ = tiny()
+    flat = flat_parameters(model)
+    assert flat.numel() == sum(p.numel() for p in model.parameters())
