@@ -10,7 +10,7 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from ieu_potion.config import run_parameters
-from ieu_potion.pipelines import baselines, data_poisoning, ieu_finetune
+from ieu_potion.pipelines import baselines, data_poisoning, ieu_finetune, potion_unlearning
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -19,6 +19,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "data_poisoning": data_poisoning.create_pipeline(params),
         "ieu_finetune": ieu_finetune.create_pipeline(params),
         "baselines": baselines.create_pipeline(params),
+        "potion_unlearning": potion_unlearning.create_pipeline(params),
     }
     full = sum(own.values(), ieu_finetune.backbone_pipeline())
     pipelines = {name: full.to_outputs(*p.all_outputs()) for name, p in own.items()}

@@ -11,6 +11,7 @@ from ieu_potion.defences.ieu import IEUConfig
 from ieu_potion.models import ModelSpec
 from ieu_potion.training.engine import TrainConfig
 from ieu_potion.training.setup import check_weights
+from ieu_potion.unlearning.potion import PotionConfig
 
 
 def _check_discovery(params: dict[str, Any]) -> None:
@@ -36,4 +37,5 @@ PARAMETER_CHECKS: dict[str, Callable[[Any], Any]] = {
     "model": _check_model,
     "ieu": _check_ieu,
     "finetune": TrainConfig.from_params,
+    "potion": PotionConfig.from_params,
 }

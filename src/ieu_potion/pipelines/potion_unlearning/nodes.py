@@ -1,0 +1,78 @@
+"""potion_unlearning nodes: repair the undefended model given part of the poison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ieu_potion.data.imageset import ImageSet
+from ieu_potion.reporting.results import potion_table
+from ieu_potion.training.engine import CrossEntropy, TrainConfig
+from ieu_potion.training.setup import finetune, view_maker
+from ieu_potion.unlearning.potion import (
+    Evaluator,
+    PotionConfig,
+    realistic_discovery,
+    records_to_rows,
+    run_potion,
+    select_shares,
+)
+
+
+def benchmark_subsets(subsets: dict[str, np.ndarray], potion: dict[str, Any]):
+    return select_shares(subsets, PotionConfig.from_params(potion).shares)
+
+
+def realistic_subsets(gate_confidence: dict[str, np.ndarray], potion: dict[str, Any]):
+    """Only the gate's confidences are read: never the ground-truth poison flags."""
+    config = PotionConfig.from_params(potion)
+    return realistic_discovery(gate_confidence["confidence"], config.tau)
+
+
+def unlearn_poison(
+    poisoned_model: nn.Module,
+    backbone: nn.Module,
+    poisoned_train: ImageSet,
+    subsets: dict[str, np.ndarray],
+    clean_test: ImageSet,
+    triggered_test: ImageSet,
+    potion: dict[str, Any],
+    finetune_params: dict[str, Any],
+    attack: dict[str, Any],
+    dataset_name: str,
+):
+    """Every configured method on every discovered subset: (results rows, PTN trace)."""
+    config = PotionConfig.from_params(potion)
+    recipe = TrainConfig.from_params(finetune_params)
+    views = view_maker(poisoned_model, recipe)
+    evaluator = Evaluator(poisoned_model, views, clean_test, triggered_test, attack["target_class"])
+
+    def retrain(retain: ImageSet) -> dict[str, float]:
+        _, history, _ = finetune(
+            backbone,
+            retain,
+            clean_test,
+            triggered_test,
+            recipe,
+            CrossEntropy(("clean", "corrupted")),
+            attack,
+            dataset_name,
+            "eu",
+        )
+        return {
+            k: float(history[k].iloc[-1])
+            for k in ("clean_accuracy", "attack_success_rate", "poison_healed")
+        }
+
+    records, trace = run_potion(
+        poisoned_model, poisoned_train, subsets, evaluator, views, config, retrain
+    )
+    rows = records_to_rows(records, dataset_name, attack["name"], recipe.seed)
+    return rows, trace
+
+
+def summarise(rows):
+    """Table 1 analogue: healed and damage, mean and std over shares; one-shot apart."""
+    return potion_table(rows)
