@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,9 @@ def test_npz_round_trip_keeps_ground_truth(tmp_path, small_set):
     assert loaded.to_npz_bytes() == data.to_npz_bytes()
     assert list(loaded.attack[[1, 2]]) == ["", "blended"]
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["set.npz"], "no temp file left"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "sub" / "set.npz").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_object_arrays_are_never_unpickled(tmp_path, small_set):

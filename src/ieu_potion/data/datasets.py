@@ -192,7 +192,7 @@ class ResultsTableDataset(TableDataset):
         if missing:
             raise DatasetError(f"results rows lack columns {sorted(missing)}")
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        lock = self._filepath.with_suffix(".lock")
+        lock = self._filepath.with_name(f".{self._filepath.name}.lock")
         with lock.open("w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             new = data[list(RESULT_COLUMNS)].astype({"discovery_share": str})
