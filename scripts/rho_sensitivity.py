@@ -1,0 +1,89 @@
+"""PTN's over-forgetting buffer rho: poison healed and model damage per value.
+
+Uses the undefended model and data of a default run; importances are computed once per
+share and the search is repeated for each rho.
+
+    .venv/bin/python scripts/rho_sensitivity.py --kind xlf --shares share_0.1 share_0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from pathlib import Path
+
+import torch
+from kedro.io import DataCatalog
+
+from ieu_potion.config import ProjectConfigLoader
+from ieu_potion.training.engine import TrainConfig
+from ieu_potion.training.setup import view_maker
+from ieu_potion.unlearning.importance import importances
+from ieu_potion.unlearning.potion import Evaluator, PotionConfig
+from ieu_potion.unlearning.ptn import ptn_search
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="local")
+    parser.add_argument("--attack", default="badnets_white")
+    parser.add_argument("--kind", default="xlf", choices=("ssd", "lf", "xlf"))
+    parser.add_argument("--shares", nargs="+", default=["share_0.1", "share_0.5"])
+    parser.add_argument(
+        "--rhos", nargs="+", type=float, default=[0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75]
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    loader = ProjectConfigLoader(
+        conf_source=str(ROOT / "conf"), base_env="base", default_run_env="local", env=args.env
+    )
+    params = loader["parameters"]
+    catalog = DataCatalog.from_config(loader["catalog"])
+    model = catalog.load(f"{args.attack}.none_model")
+    train = catalog.load(f"{args.attack}.poisoned_train")
+    subsets = catalog.load(f"{args.attack}.discovery_subsets")
+    config = PotionConfig.from_params(params["potion"])
+    views = view_maker(model, TrainConfig.from_params(params["finetune"]))
+    evaluator = Evaluator(
+        model,
+        views,
+        catalog.load("clean_test"),
+        catalog.load(f"{args.attack}.triggered_test"),
+        params[args.attack]["attack"]["target_class"],
+    )
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    before = evaluator.metrics(theta0)
+    imp_r = importances(model, train, args.kind, views, config.importance_batch_size)
+    print(
+        f"{args.kind}+PTN on {args.attack}: before CA {before['clean_accuracy']:.3f}, "
+        f"healed {before['poison_healed']:.3f}"
+    )
+    print("share       rho   steps  alpha      healed  damage_pp")
+    for share in args.shares:
+        forget = train.subset(subsets[share])
+        imp_f = importances(model, forget, args.kind, views, config.importance_batch_size)
+        for rho in args.rhos:
+            ptn = dataclasses.replace(config.ptn, rho=rho)
+            result = ptn_search(
+                theta0,
+                imp_f,
+                imp_r,
+                lambda t, f=forget: evaluator.accuracy(t, f),
+                len(forget),
+                len(train) - len(forget),
+                ptn,
+            )
+            after = evaluator.metrics(result.parameters)
+            damage = 100 * (after["clean_accuracy"] - before["clean_accuracy"])
+            print(
+                f"{share:<10} {rho:5.2f} {result.steps:6d}  {result.alpha:<9.4g} "
+                f"{after['poison_healed']:.3f}   {damage:+.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
