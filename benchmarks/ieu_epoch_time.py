@@ -15,19 +15,16 @@ import logging
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from kedro.io import AbstractDataset
 
-from ieu_potion.config import ProjectConfigLoader
+from ieu_potion.config import project_config
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective
 from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source
 from ieu_potion.pipelines.ieu_finetune import nodes as ieu
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit
 from ieu_potion.training.setup import view_maker
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -39,10 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    loader = ProjectConfigLoader(
-        conf_source=str(ROOT / "conf"), base_env="base", default_run_env="local", env=args.env
-    )
-    params, catalog = loader["parameters"], loader["catalog"]
+    params, catalog = project_config(args.env)
     source = AbstractDataset.from_config("source_images", catalog["source_images"]).load()
     pretrain, finetune, test = split_source(source, params["data_split"])
     train = poison_train(finetune, params[args.attack]["attack"])

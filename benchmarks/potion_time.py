@@ -15,20 +15,17 @@ import argparse
 import logging
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from kedro.io import DataCatalog
 
-from ieu_potion.config import ProjectConfigLoader
+from ieu_potion.config import project_config
 from ieu_potion.training.engine import CrossEntropy, TrainConfig
 from ieu_potion.training.setup import finetune, view_maker
 from ieu_potion.unlearning.importance import importances
 from ieu_potion.unlearning.potion import Evaluator, PotionConfig
 from ieu_potion.unlearning.ptn import ptn_search
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -39,11 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    loader = ProjectConfigLoader(
-        conf_source=str(ROOT / "conf"), base_env="base", default_run_env="local", env=args.env
-    )
-    params = loader["parameters"]
-    catalog = DataCatalog.from_config(loader["catalog"])
+    params, catalog_config = project_config(args.env)
+    catalog = DataCatalog.from_config(catalog_config)
     ns = args.attack
     model = catalog.load(f"{ns}.none_model")
     backbone = catalog.load("backbone")

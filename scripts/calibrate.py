@@ -14,18 +14,16 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import yaml
 from kedro.io import AbstractDataset
 
-from ieu_potion.config import ProjectConfigLoader
+from ieu_potion.config import project_config
 from ieu_potion.pipelines.baselines.nodes import finetune_undefended
 from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source, trigger_test
 from ieu_potion.pipelines.ieu_finetune import nodes as ieu
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGETS = "CA none >= 0.80, ASR none >= 0.90, gate P/R >= 0.80, ASR ieu <= 0.10, CA drop <= 0.05"
 
 
@@ -53,14 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    loader = ProjectConfigLoader(
-        conf_source=str(ROOT / "conf"),
-        base_env="base",
-        default_run_env="local",
-        env=args.env,
-        runtime_params=parse_overrides(args.set),
-    )
-    params, catalog = loader["parameters"], loader["catalog"]
+    params, catalog = project_config(args.env, parse_overrides(args.set))
     attack = params[args.attack]["attack"]
     source = AbstractDataset.from_config("source_images", catalog["source_images"]).load()
     pretrain, finetune, test = split_source(source, params["data_split"])

@@ -11,19 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-from pathlib import Path
 
 import torch
 from kedro.io import DataCatalog
 
-from ieu_potion.config import ProjectConfigLoader
+from ieu_potion.config import project_config
 from ieu_potion.training.engine import TrainConfig
 from ieu_potion.training.setup import view_maker
 from ieu_potion.unlearning.importance import importances
 from ieu_potion.unlearning.potion import Evaluator, PotionConfig
 from ieu_potion.unlearning.ptn import ptn_search
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -38,11 +35,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    loader = ProjectConfigLoader(
-        conf_source=str(ROOT / "conf"), base_env="base", default_run_env="local", env=args.env
-    )
-    params = loader["parameters"]
-    catalog = DataCatalog.from_config(loader["catalog"])
+    params, catalog_config = project_config(args.env)
+    catalog = DataCatalog.from_config(catalog_config)
     model = catalog.load(f"{args.attack}.none_model")
     train = catalog.load(f"{args.attack}.poisoned_train")
     subsets = catalog.load(f"{args.attack}.discovery_subsets")

@@ -35,3 +35,16 @@ def run_parameters() -> dict[str, Any]:
             conf_source=str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local"
         )
     return loader["parameters"]
+
+
+def project_config(env: str = "local", runtime_params: dict[str, Any] | None = None):
+    """(parameters, catalog configuration) of this project's ``conf`` for ``env``; for
+    scripts and benchmarks that run library code outside a Kedro session."""
+    loader = ProjectConfigLoader(
+        conf_source=str(PROJECT_ROOT / "conf"),
+        base_env="base",
+        default_run_env="local",
+        env=env,
+        runtime_params=runtime_params,
+    )
+    return loader["parameters"], loader["catalog"]
