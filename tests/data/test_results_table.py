@@ -22,7 +22,7 @@ def test_saving_upserts_rows_and_writes_csv_and_parquet(tmp_path):
     ]
 
 
-def test_potion_table_averages_shares_and_keeps_one_shot_apart():
+def test_potion_table_averages_shares_and_keeps_one_shot_and_realistic_apart():
     rows = pd.concat(
         [
             result_rows(
@@ -32,6 +32,7 @@ def test_potion_table_averages_shares_and_keeps_one_shot_apart():
                 ("share_0.1", 0.6, -1.0),
                 ("share_1", 0.8, -3.0),
                 ("one_shot", 0.2, 0.0),
+                ("ieu_gate", 0.5, -0.5),
             )
         ]
         + [result_rows("d", "a", "none", 0, {"clean_accuracy": 0.9})]
@@ -40,4 +41,5 @@ def test_potion_table_averages_shares_and_keeps_one_shot_apart():
     assert table.loc["xlf_ptn", "healed_mean"] == 0.7 and table.loc["xlf_ptn", "shares"] == 2
     assert table.loc["xlf_ptn", "damage_mean"] == -2.0
     assert table.loc["xlf_ptn", "one_shot_healed"] == 0.2
+    assert table.loc["xlf_ptn", "realistic_healed"] == 0.5, "realistic is not a share"
     assert "none" not in table.index, "rows without a discovery share are not Potion results"

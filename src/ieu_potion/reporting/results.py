@@ -56,17 +56,19 @@ def run_summary(history: History, dataset: str, attack: str, method: str, seed: 
 
 
 ONE_SHOT = "one_shot"
+REALISTIC = "ieu_gate"  # discovery by IEU's gate (potion.discovery: realistic)
 
 
 def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """The Potion paper's Table 1 for one set of results rows: per attack and method, mean
-    and std over the discovery shares of poison healed and model damage, the one-shot set
-    separately (NaN where a method was not run on it)."""
+    """The Potion paper's Table 1 for results rows: per attack and method, mean and std
+    over the benchmark discovery shares of poison healed and model damage; the one-shot
+    set and realistic discovery (IEU's gate) in columns of their own (NaN where a method
+    did not run on them)."""
     potion = rows[rows.discovery_share != NO_SHARE]
     wide = potion.pivot_table(
         index=["attack", "method", "discovery_share"], columns="metric", values="value"
     ).reset_index()
-    shares = wide[wide.discovery_share != ONE_SHOT]
+    shares = wide[wide.discovery_share.str.startswith("share_")]
     table = shares.groupby(["attack", "method"]).agg(
         healed_mean=("poison_healed", "mean"),
         healed_std=("poison_healed", "std"),
@@ -74,7 +76,21 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
         damage_std=("model_damage", "std"),
         shares=("discovery_share", "nunique"),
     )
-    one_shot = wide[wide.discovery_share == ONE_SHOT].set_index(["attack", "method"])
-    table["one_shot_healed"] = one_shot.get("poison_healed")
-    table["one_shot_damage"] = one_shot.get("model_damage")
+    for share, prefix in ((ONE_SHOT, "one_shot"), (REALISTIC, "realistic")):
+        apart = wide[wide.discovery_share == share].set_index(["attack", "method"])
+        table = (
+            table.join(
+                apart[["poison_healed", "model_damage"]].rename(
+                    columns={
+                        "poison_healed": f"{prefix}_healed",
+                        "model_damage": f"{prefix}_damage",
+                    }
+                ),
+                how="outer",
+            )
+            if len(apart)
+            else table.assign(
+                **{f"{prefix}_healed": float("nan"), f"{prefix}_damage": float("nan")}
+            )
+        )
     return table.reset_index()

@@ -25,7 +25,7 @@ from torch import nn
 
 from ieu_potion import kernels
 from ieu_potion.data.imageset import ImageSet
-from ieu_potion.reporting.results import result_rows
+from ieu_potion.reporting.results import REALISTIC, result_rows
 from ieu_potion.training.engine import clean_accuracy_and_asr, predict
 from ieu_potion.training.views import ViewMaker
 from ieu_potion.unlearning.importance import importances, load_flat_parameters
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 METHODS = ("none", "eu", "ssd", "ssd_ptn", "lf_ptn", "xlf_ptn")
 DISCOVERY_MODES = ("benchmark", "realistic")
 RETAIN_SETS = ("full", "exact")
-REALISTIC = "ieu_gate"
 
 
 @dataclass(frozen=True)

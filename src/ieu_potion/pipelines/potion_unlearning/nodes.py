@@ -73,6 +73,8 @@ def unlearn_poison(
     return rows, trace
 
 
-def summarise(rows):
-    """Table 1 analogue: healed and damage, mean and std over shares; one-shot apart."""
-    return potion_table(rows)
+def summarise(results, attack: dict[str, Any], dataset_name: str):
+    """Table 1 analogue for this attack: healed and damage, mean and std over shares;
+    one-shot and realistic discovery apart.  ``results`` is the shared table (all runs)."""
+    mine = results[(results.attack == attack["name"]) & (results.dataset == dataset_name)]
+    return potion_table(mine)

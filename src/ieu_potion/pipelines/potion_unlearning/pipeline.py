@@ -50,7 +50,12 @@ def potion_template(discovery: str) -> Pipeline:
                 ["results_potion", "potion_trace"],
                 name="unlearn_poison",
             ),
-            node(nodes.summarise, "results_potion", "potion_summary", name="potion_summary"),
+            node(
+                nodes.summarise,
+                ["results_potion", "params:attack", "params:dataset_name"],
+                "potion_summary",
+                name="potion_summary",
+            ),
         ]
     )
 
