@@ -23,7 +23,7 @@ from kedro.io import DataCatalog
 from ieu_potion.config import project_config
 from ieu_potion.training.engine import CrossEntropy, TrainConfig
 from ieu_potion.training.setup import finetune, view_maker
-from ieu_potion.unlearning.importance import importances
+from ieu_potion.unlearning.importance import flat_parameters, importances
 from ieu_potion.unlearning.potion import Evaluator, PotionConfig
 from ieu_potion.unlearning.ptn import ptn_search
 
@@ -60,7 +60,7 @@ def main() -> None:
     imp_f = importances(model, forget, "xlf", views, config.importance_batch_size)
     t_forget = time.perf_counter() - start
     evaluator = Evaluator(model, views, clean, triggered, attack["target_class"])
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    theta0 = flat_parameters(model)
     start = time.perf_counter()
     result = ptn_search(
         theta0,

@@ -12,13 +12,12 @@ import argparse
 import dataclasses
 import logging
 
-import torch
 from kedro.io import DataCatalog
 
 from ieu_potion.config import project_config
 from ieu_potion.training.engine import TrainConfig
 from ieu_potion.training.setup import view_maker
-from ieu_potion.unlearning.importance import importances
+from ieu_potion.unlearning.importance import flat_parameters, importances
 from ieu_potion.unlearning.potion import Evaluator, PotionConfig
 from ieu_potion.unlearning.ptn import ptn_search
 
@@ -49,7 +48,7 @@ def main() -> None:
         catalog.load(f"{args.attack}.triggered_test"),
         params[args.attack]["attack"]["target_class"],
     )
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    theta0 = flat_parameters(model)
     before = evaluator.metrics(theta0)
     imp_r = importances(model, train, args.kind, views, config.importance_batch_size)
     print(

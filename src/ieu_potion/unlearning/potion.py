@@ -28,7 +28,7 @@ from ieu_potion.data.imageset import ImageSet
 from ieu_potion.reporting.results import REALISTIC, result_rows
 from ieu_potion.training.engine import clean_accuracy_and_asr, predict
 from ieu_potion.training.views import ViewMaker
-from ieu_potion.unlearning.importance import importances, load_flat_parameters
+from ieu_potion.unlearning.importance import flat_parameters, importances, load_flat_parameters
 from ieu_potion.unlearning.ptn import PTNConfig, ptn_search
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def run_potion(
     A record holds ``share``, ``method`` and the metrics, including ``model_damage`` (clean
     accuracy change in points) and ``seconds``.  ``retrain(retain_set)`` runs EU.
     """
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+    theta0 = flat_parameters(model)
     before = evaluator.metrics(theta0)
     log.info(
         "poisoned model: CA %.4f, ASR %.4f, healed %.4f",
