@@ -315,15 +315,19 @@ def predict(
     return torch.cat(out).numpy() if out else np.zeros((0, data.num_classes), np.float32)
 
 
+def accuracy(model: nn.Module, data: ImageSet, views: ViewMaker, labels: np.ndarray) -> float:
+    """Share of ``data`` whose predicted class equals ``labels`` (true or training labels)."""
+    return float((predict(model, data, views).argmax(1) == labels).mean())
+
+
 def clean_accuracy_and_asr(
     model, clean_test: ImageSet, triggered_test: ImageSet, target_class: int, views: ViewMaker
 ) -> dict[str, float]:
     """CA on the clean test set; ASR = share of triggered non-target images predicted as
     the target class (the triggered set holds no target-class image)."""
-    clean_pred = predict(model, clean_test, views).argmax(1)
     triggered_pred = predict(model, triggered_test, views).argmax(1)
     return {
-        "clean_accuracy": float((clean_pred == clean_test.true_labels).mean()),
+        "clean_accuracy": accuracy(model, clean_test, views, clean_test.true_labels),
         "attack_success_rate": float((triggered_pred == target_class).mean()),
         "poison_healed": float((triggered_pred == triggered_test.true_labels).mean()),
     }

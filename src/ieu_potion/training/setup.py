@@ -18,8 +18,8 @@ from ieu_potion.training.engine import (
     History,
     Objective,
     TrainConfig,
+    accuracy,
     fit,
-    predict,
 )
 from ieu_potion.training.engine import clean_accuracy_and_asr as _ca_asr
 from ieu_potion.training.views import ViewMaker
@@ -87,14 +87,12 @@ def prepare_backbone(
             CrossEntropy(tuple(pretrain["views"])),
             config,
             views,
-            evaluate=lambda m: {"clean_accuracy": _accuracy(m, test_set, views)},
+            evaluate=lambda m: {
+                "clean_accuracy": accuracy(m, test_set, views, test_set.true_labels)
+            },
             name="pretrain",
         )
     return model, history
-
-
-def _accuracy(model: nn.Module, data: ImageSet, views: ViewMaker) -> float:
-    return float((predict(model, data, views).argmax(1) == data.true_labels).mean())
 
 
 def make_gate(backbone: nn.Module, gate: dict[str, Any], depth: int) -> nn.Module:

@@ -26,7 +26,7 @@ from torch import nn
 from ieu_potion import kernels
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.reporting.results import REALISTIC, result_rows
-from ieu_potion.training.engine import clean_accuracy_and_asr, predict
+from ieu_potion.training.engine import accuracy, clean_accuracy_and_asr
 from ieu_potion.training.views import ViewMaker
 from ieu_potion.unlearning.importance import flat_parameters, importances, load_flat_parameters
 from ieu_potion.unlearning.ptn import PTNConfig, ptn_search
@@ -124,7 +124,7 @@ class Evaluator:
     def accuracy(self, theta: torch.Tensor, data: ImageSet) -> float:
         """Accuracy w.r.t. the training (possibly poisoned) labels."""
         load_flat_parameters(self.work, theta)
-        return float((predict(self.work, data, self.views).argmax(1) == data.labels).mean())
+        return accuracy(self.work, data, self.views, data.labels)
 
 
 def run_potion(
