@@ -27,24 +27,24 @@ class ProjectConfigLoader(OmegaConfigLoader):
         _active = self
 
 
-def run_parameters() -> dict[str, Any]:
-    """The parameters of the run being set up (environment and ``--params`` applied)."""
-    loader = _active
-    if loader is None:  # a loader is a mapping: test identity, not truth
-        loader = ProjectConfigLoader(
-            conf_source=str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local"
-        )
-    return loader["parameters"]
-
-
-def project_config(env: str = "local", runtime_params: dict[str, Any] | None = None):
-    """(parameters, catalog configuration) of this project's ``conf`` for ``env``; for
-    scripts and benchmarks that run library code outside a Kedro session."""
-    loader = ProjectConfigLoader(
+def _loader(env: str | None = None, runtime_params: dict[str, Any] | None = None):
+    return ProjectConfigLoader(
         conf_source=str(PROJECT_ROOT / "conf"),
         base_env="base",
         default_run_env="local",
         env=env,
         runtime_params=runtime_params,
     )
+
+
+def run_parameters() -> dict[str, Any]:
+    """The parameters of the run being set up (environment and ``--params`` applied)."""
+    loader = _active if _active is not None else _loader()  # a loader is a mapping
+    return loader["parameters"]
+
+
+def project_config(env: str = "local", runtime_params: dict[str, Any] | None = None):
+    """(parameters, catalog configuration) of this project's ``conf`` for ``env``; for
+    scripts and benchmarks that run library code outside a Kedro session."""
+    loader = _loader(env, runtime_params)
     return loader["parameters"], loader["catalog"]
