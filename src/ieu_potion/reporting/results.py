@@ -78,19 +78,8 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
     )
     for share, prefix in ((ONE_SHOT, "one_shot"), (REALISTIC, "realistic")):
         apart = wide[wide.discovery_share == share].set_index(["attack", "method"])
-        table = (
-            table.join(
-                apart[["poison_healed", "model_damage"]].rename(
-                    columns={
-                        "poison_healed": f"{prefix}_healed",
-                        "model_damage": f"{prefix}_damage",
-                    }
-                ),
-                how="outer",
-            )
-            if len(apart)
-            else table.assign(
-                **{f"{prefix}_healed": float("nan"), f"{prefix}_damage": float("nan")}
-            )
+        columns = {"poison_healed": f"{prefix}_healed", "model_damage": f"{prefix}_damage"}
+        table = table.join(
+            apart.reindex(columns=list(columns)).rename(columns=columns), how="outer"
         )
     return table.reset_index()
