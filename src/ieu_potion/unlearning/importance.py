@@ -76,6 +76,8 @@ def importances(
     model.eval()
     params = [p for p in model.parameters()]
     total = torch.zeros(sum(p.numel() for p in params), dtype=torch.float32, device=device)
+    # One gradient buffer for the whole model, reused by every batch.
+    flat = torch.empty(total.numel(), dtype=params[0].dtype, device=device)
     batches = math.ceil(len(data) / batch_size)
     generator = torch.Generator().manual_seed(seed)
     images = torch.from_numpy(data.images)
@@ -88,11 +90,12 @@ def importances(
         grads = torch.autograd.grad(
             loss_fn(logits, labels[chunk].to(device)), params, allow_unused=True
         )
-        flat = torch.cat(
+        torch.cat(
             [
                 (g if g is not None else torch.zeros_like(p)).reshape(-1)
                 for g, p in zip(grads, params, strict=True)
-            ]
+            ],
+            out=flat,
         )
         kernels.accumulate_importance(flat, total, mode, 1.0 / batches)
     model.train(was_training)
