@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test lint viz viz-build clean-data
+.PHONY: install run test test-triton lint viz viz-build clean-data
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The kernel tests (and their callers) once more with the Triton code run by its CPU
+# interpreter; the variable must be set before Python starts.
+test-triton: install
+	TRITON_INTERPRET=1 $(BIN)/python -m pytest tests/kernels tests/defences tests/unlearning
 
 lint: install
 	$(BIN)/ruff check src tests scripts benchmarks
