@@ -47,6 +47,8 @@ class PotionConfig:
     ssd_alphas: tuple[float, ...] = (1.0, 10.0, 100.0)
     retain_set: str = "full"
     eu_shares: tuple[str, ...] = ()  # empty: every share
+    # Shares whose PTN steps are also scored on the test sets (the trade-off curve).
+    tradeoff_shares: tuple[str, ...] = ()
     importance_batch_size: int = 64
     ptn: PTNConfig = field(default_factory=PTNConfig)
 
@@ -54,7 +56,7 @@ class PotionConfig:
     def from_params(cls, params: dict[str, Any]) -> PotionConfig:
         params = dict(params)
         params["ptn"] = PTNConfig.from_params(params.get("ptn") or {})
-        for key in ("methods", "shares", "ssd_alphas", "eu_shares"):
+        for key in ("methods", "shares", "ssd_alphas", "eu_shares", "tradeoff_shares"):
             if key in params:
                 params[key] = tuple(params[key])
         config = cls(**params)
@@ -125,6 +127,31 @@ class Evaluator:
         """Accuracy w.r.t. the training (possibly poisoned) labels."""
         load_flat_parameters(self.work, theta)
         return accuracy(self.work, data, self.views, data.labels)
+
+
+def tradeoff(
+    theta0: torch.Tensor,
+    imp_forget: torch.Tensor,
+    imp_retain: torch.Tensor,
+    alphas: pd.Series,
+    evaluator: Evaluator,
+    config: PotionConfig,
+) -> pd.DataFrame:
+    """Clean accuracy and ASR of the model dampened at each alpha a PTN search visited,
+    for the trade-off curve (``parallel`` candidates per batched dampening call)."""
+    rows = []
+    for start in range(0, len(alphas), config.ptn.parallel):
+        batch = torch.tensor(
+            alphas.iloc[start : start + config.ptn.parallel].to_numpy(),
+            dtype=imp_forget.dtype,
+            device=imp_forget.device,
+        )
+        thetas = kernels.dampen(theta0, imp_forget, imp_retain, batch, config.ptn.lam)
+        for theta in thetas:
+            metrics = evaluator.metrics(theta)
+            rows.append({k: metrics[k] for k in ("clean_accuracy", "attack_success_rate")})
+    log.info("trade-off curve: %d PTN steps scored on the test sets", len(rows))
+    return pd.DataFrame(rows, index=alphas.index)
 
 
 def run_potion(
@@ -217,7 +244,12 @@ def run_potion(
                 config.ptn,
             )
             search = time.perf_counter() - start
-            traces.append(pd.DataFrame(result.trace).assign(share=share, method=method))
+            trace = pd.DataFrame(result.trace).assign(share=share, method=method)
+            if share in config.tradeoff_shares:
+                trace = trace.join(
+                    tradeoff(theta0, imp_f[kind], imp_r[kind], trace.alpha, evaluator, config)
+                )
+            traces.append(trace)
             record(
                 share,
                 method,

@@ -8,7 +8,7 @@ import numpy as np
 from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
-from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence
+from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence, gate_scores
 from ieu_potion.models import ModelSpec
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit, predict
 from ieu_potion.training.setup import finetune, make_gate, prepare_backbone, view_maker
@@ -25,7 +25,9 @@ def backbone(pretrain_images: ImageSet, clean_test: ImageSet, model: dict[str, A
 def train_gate(
     backbone: nn.Module, poisoned_train: ImageSet, model: dict[str, Any], ieu: dict[str, Any]
 ):
-    """Stage 1: the shallow poisoned module, plain CE on the unaugmented view."""
+    """Stage 1: the shallow poisoned module, plain CE on the unaugmented view.  After each
+    epoch the gate's flags (confidence > tau) on the training set are scored against the
+    ground truth, which shows how isolation develops (stage 2 freezes the gate)."""
     config = IEUConfig.from_params(ieu["defence"])
     gate = make_gate(backbone, model["gate"], config.gate_depth)
     training = TrainConfig.from_params(ieu["gate_training"])
@@ -35,6 +37,10 @@ def train_gate(
         CrossEntropy(("plain",)),
         training,
         view_maker(gate, training),
+        evaluate=lambda g: gate_scores(
+            gate_confidences(g, poisoned_train)["confidence"] > config.tau,
+            poisoned_train.poisoned,
+        ),
         name="gate",
     )
     return gate, history.table()
