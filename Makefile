@@ -35,7 +35,7 @@ viz: install
 	$(BIN)/kedro viz run --no-browser
 
 viz-build: install
-	$(BIN)/kedro viz build --include-previews
+	$(BIN)/python scripts/viz_build.py
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from ieu_potion.data.imageset import ImageSet
+from tests.browser import Browser, browser_required, chromium_path
 
 
 @pytest.fixture
@@ -11,3 +12,15 @@ def small_set() -> ImageSet:
     images = rng.integers(0, 256, size=(60, 32, 32, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(10), 6)
     return ImageSet.clean(images, labels, [f"c{i}" for i in range(10)])
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium; skipped where none is installed, unless REQUIRE_BROWSER=1 (CI)."""
+    if chromium_path() is None:
+        if browser_required():
+            pytest.fail("REQUIRE_BROWSER=1 but no Chromium on PATH")
+        pytest.skip("no Chromium on PATH (CI installs it: apt-get install chromium)")
+    chrome = Browser(tmp_path)
+    yield chrome
+    chrome.close()

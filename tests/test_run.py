@@ -1,9 +1,12 @@
 """The whole project through the `kedro` command line, in a scratch copy of the project."""
 
+import functools
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -189,6 +192,7 @@ potion:
   methods: [none, eu, ssd, ssd_ptn, lf_ptn, xlf_ptn]
   ssd_alphas: [10]
   eu_shares: [share_0.5]
+  tradeoff_shares: [share_0.5]
   ptn: {rho: 0.1, max_steps: 40, parallel: 4}
 """
 
@@ -306,3 +310,81 @@ def test_realistic_potion_reads_the_gate_not_the_ground_truth(tiny_project):
     pipe = create_pipeline(loader["parameters"])
     assert "badnets_white.gate_confidence" in pipe.inputs()
     assert "badnets_white.discovery_subsets" not in pipe.all_inputs()
+
+
+REPORT_FIGURES = [
+    "ca_asr",
+    "gate_confidence_cdf",
+    "gate_history",
+    "healed_vs_share",
+    "healed_vs_damage",
+    "ptn_tradeoff",
+    "timing",
+]
+PLOTS = "document.querySelectorAll('.js-plotly-plot')"
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_full_run_writes_the_report_and_kedro_viz_shows_its_lineage(tiny_project, browser):
+    import pandas as pd
+
+    result = kedro(tiny_project, "--env", "tiny")
+    assert result.returncode == 0, result.stderr[-3000:]
+    reporting = tiny_project / "data/08_reporting"
+    for table in ("results_long", "summary_ca_asr", "potion_table"):
+        for suffix in ("csv", "parquet", "md"):
+            assert (reporting / "tables" / f"{table}.{suffix}").is_file()
+    summary = pd.read_csv(reporting / "tables/summary_ca_asr.csv")
+    assert list(summary.columns) == ["attack", "none CA", "none ASR", "ieu CA", "ieu ASR", "seeds"]
+    for name in REPORT_FIGURES:
+        assert (reporting / "figures" / f"{name}.json").is_file()
+    trace = pd.read_csv(tiny_project / "data/07_model_output/badnets_white/potion_trace.csv")
+    scored = trace[trace.share == "share_0.5"]
+    assert (
+        scored.clean_accuracy.notna().all()
+        and trace[trace.share != "share_0.5"].clean_accuracy.isna().all()
+    )
+    gate = pd.read_csv(tiny_project / "data/07_model_output/badnets_white/gate_history.csv")
+    assert {"gate_precision", "gate_recall"} <= set(gate.columns)
+
+    # The report: 7 figures and the gallery, all drawn, offline, without script errors.
+    log = browser.open((reporting / "report.html").as_uri(), f"{PLOTS}.length == 8")
+    assert log.script_errors == []
+    assert [u for u in log.requested if not u.startswith(("file:", "data:"))] == []
+    drawn = browser.evaluate(
+        f"[...{PLOTS}].map(p => p.querySelectorAll('.trace, .table, image').length)"
+    )
+    assert all(count > 0 for count in drawn), drawn
+    readings = browser.evaluate(
+        "[...document.querySelectorAll('p.reading')].map(p => p.textContent)"
+    )
+    assert len(readings) == 8 and all(len(text) > 30 for text in readings)
+
+    # Kedro-Viz's static build of the same project, served locally.
+    build = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "viz_build.py")],
+        cwd=tiny_project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    handler = functools.partial(QuietHandler, directory=str(tiny_project / "build"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        log = browser.open(url, "document.querySelectorAll('.pipeline-node').length > 20")
+        layers = browser.evaluate("document.querySelectorAll('.pipeline-layer').length")
+    finally:
+        server.shutdown()
+    assert log.script_errors == []
+    # Requests may fail only where they leave this machine (web fonts; no internet here).
+    assert [u for u, _ in log.failed_requests if u.startswith(url)] == []
+    assert layers >= 5  # the catalog's data layers are drawn (no layer cycle)

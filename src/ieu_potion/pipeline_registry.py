@@ -2,7 +2,8 @@
 
 Each registered pipeline carries the upstream nodes it needs (``kedro run --pipeline
 baselines`` works on a fresh clone); the default pipeline is their union, in which every
-node appears once.
+node appears once.  ``reporting`` reads the outputs of all the others, so it is the whole
+run plus the report.
 """
 
 from __future__ import annotations
@@ -10,7 +11,13 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from ieu_potion.config import run_parameters
-from ieu_potion.pipelines import baselines, data_poisoning, ieu_finetune, potion_unlearning
+from ieu_potion.pipelines import (
+    baselines,
+    data_poisoning,
+    ieu_finetune,
+    potion_unlearning,
+    reporting,
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -23,5 +30,6 @@ def register_pipelines() -> dict[str, Pipeline]:
     }
     full = sum(own.values(), ieu_finetune.backbone_pipeline())
     pipelines = {name: full.to_outputs(*p.all_outputs()) for name, p in own.items()}
-    pipelines["__default__"] = full
+    pipelines["reporting"] = full + reporting.create_pipeline(full)
+    pipelines["__default__"] = pipelines["reporting"]
     return pipelines

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
@@ -6,6 +8,7 @@ from kedro.runner import SequentialRunner
 from ieu_potion.data.datasets import ArraysDataset, ImageSetDataset, PlotlyFigureDataset
 from ieu_potion.data.digits import make_digits
 from ieu_potion.pipelines.data_poisoning.pipeline import create_pipeline
+from ieu_potion.reporting.figures import reading
 
 PARAMS = {
     "data_split": {"pretrain_fraction": 0.25, "seed": 0},
@@ -74,4 +77,7 @@ def test_pipeline_runs_on_tiny_data(tmp_path):
     assert (triggered.true_labels != 1).all()
     figure = catalog.load("white.attack_gallery")
     assert len(figure.data) == 3 * 3 and figure.data[0].type == "image"
+    # a corner patch: a small, nonzero share of the pixels
+    changed = re.search(r"The badnets_white trigger changes (\d+\.\d)% of the pixels", reading(figure))
+    assert changed and 0 < float(changed.group(1)) < 5
     assert np.array_equal(catalog.load("clean_test").images, source["test"].images)

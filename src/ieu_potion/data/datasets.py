@@ -22,7 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from kedro.io import AbstractDataset, DatasetError
-from kedro_datasets._typing import PlotlyPreview
+from kedro_datasets._typing import PlotlyPreview, TablePreview
 from torch import nn
 
 from ieu_potion.data import cifar10, digits, folders
@@ -31,6 +31,7 @@ from ieu_potion.data.imageset import ImageSet
 from ieu_potion.io import atomic_write_bytes, atomic_write_text
 from ieu_potion.models import load_model, save_model
 from ieu_potion.reporting.results import RESULT_COLUMNS
+from ieu_potion.reporting.tables import markdown_table
 
 
 class _SourceDataset(AbstractDataset[None, dict[str, ImageSet]]):
@@ -163,7 +164,14 @@ class ArraysDataset(_FileDataset):
 
 
 class TableDataset(_FileDataset):
-    """A pandas table as CSV, with a Parquet copy beside it; both written atomically."""
+    """A pandas table as CSV, with a Parquet copy beside it (and, with ``markdown: true``, a
+    Markdown one); all written atomically.  Kedro-Viz previews the first rows."""
+
+    def __init__(
+        self, filepath: str, markdown: bool = False, metadata: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(filepath, metadata)
+        self._markdown = markdown
 
     def load(self) -> pd.DataFrame:
         return pd.read_csv(self._filepath)
@@ -173,6 +181,11 @@ class TableDataset(_FileDataset):
         buffer = io.BytesIO()
         data.to_parquet(buffer, index=False)
         atomic_write_bytes(self._filepath.with_suffix(".parquet"), buffer.getvalue())
+        if self._markdown:
+            atomic_write_text(self._filepath.with_suffix(".md"), markdown_table(data))
+
+    def preview(self, nrows: int = 20) -> TablePreview:
+        return TablePreview(self.load().head(nrows).to_dict(orient="split"))
 
 
 class ResultsTableDataset(TableDataset):
@@ -226,6 +239,16 @@ class PlotlyFigureDataset(_FileDataset):
 
     def preview(self) -> PlotlyPreview:
         return PlotlyPreview(json.loads(self._filepath.read_text(encoding="utf-8")))
+
+
+class HtmlDataset(_FileDataset):
+    """A self-contained HTML page (the report), written atomically."""
+
+    def load(self) -> str:
+        return self._filepath.read_text(encoding="utf-8")
+
+    def save(self, data: str) -> None:
+        atomic_write_text(self._filepath, data)
 
 
 def _defaults(function) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ieu_potion.data.imageset import ImageSet
+from ieu_potion.reporting.figures import with_reading
 
 
 def attack_gallery(clean: ImageSet, triggered: ImageSet, attack: str, examples: int) -> go.Figure:
@@ -43,10 +44,18 @@ def attack_gallery(clean: ImageSet, triggered: ImageSet, attack: str, examples: 
         fig.update_yaxes(title_text=row_name, row=r, col=1)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
+    changed = diff.max(axis=-1) > 0
+    reading = (
+        f"The {attack} trigger changes {100 * changed.mean():.1f}% of the pixels of these "
+        f"{count} test images (at most {100 * changed.mean(axis=(1, 2)).max():.1f}% of one "
+        f"image); the changed channel values move by {diff[diff > 0].mean():.1f} on average "
+        f"and by at most {int(diff.max())} of 255."
+        if changed.any()
+        else f"The {attack} trigger leaves these {count} test images unchanged."
+    )
     fig.update_layout(
-        title=f"Attack {attack}: clean vs triggered test images",
         height=3 * 150 + 100,
         width=max(500, 120 * count),
         margin={"l": 60, "r": 10},
     )
-    return fig
+    return with_reading(fig, f"Attack {attack}: clean vs triggered test images", reading)
