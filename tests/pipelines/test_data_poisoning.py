@@ -78,6 +78,7 @@ def test_pipeline_runs_on_tiny_data(tmp_path):
     figure = catalog.load("white.attack_gallery")
     assert len(figure.data) == 3 * 3 and figure.data[0].type == "image"
     # a corner patch: a small, nonzero share of the pixels
-    changed = re.search(r"The badnets_white trigger changes (\d+\.\d)% of the pixels", reading(figure))
+    pattern = r"The badnets_white trigger changes (\d+\.\d)% of the pixels"
+    changed = re.search(pattern, reading(figure))
     assert changed and 0 < float(changed.group(1)) < 5
     assert np.array_equal(catalog.load("clean_test").images, source["test"].images)
