@@ -23,6 +23,7 @@ from ieu_potion.config import project_config
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective
 from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source
 from ieu_potion.pipelines.ieu_finetune import nodes as ieu
+from ieu_potion.pipelines.templating import Replicate
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit
 from ieu_potion.training.setup import view_maker
 
@@ -39,11 +40,12 @@ def main() -> None:
     params, catalog = project_config(args.env)
     source = AbstractDataset.from_config("source_images", catalog["source_images"]).load()
     pretrain, finetune, test = split_source(source, params["data_split"])
-    train = poison_train(finetune, params[args.attack]["attack"])
+    replicate = Replicate(args.attack, 0, params)
+    train = poison_train(finetune, params[args.attack]["attack"], replicate.key("data"))
     model_params = copy.deepcopy(params["model"])
     model_params["pretrain"]["train"]["epochs"] = args.pretrain_epochs
-    backbone, _ = ieu.backbone(pretrain, test, model_params)
-    gate, _ = ieu.train_gate(backbone, train, params["model"], params["ieu"])
+    backbone, _ = ieu.backbone(pretrain, test, model_params, 0)
+    gate, _ = ieu.train_gate(backbone, train, params["model"], params["ieu"], replicate.key("ieu"))
 
     one_epoch = {**params["finetune"], "epochs": 1}
     config = TrainConfig.from_params(one_epoch)

@@ -33,18 +33,19 @@ def main() -> None:
     parser.add_argument("--env", default="local")
     parser.add_argument("--attack", default="badnets_white")
     parser.add_argument("--share", default="share_0.5")
+    parser.add_argument("--seed", type=int, default=0, help="which seed's run to read")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     params, catalog_config = project_config(args.env)
     catalog = DataCatalog.from_config(catalog_config)
-    ns = args.attack
+    ns = f"{args.attack}.seed_{args.seed}"
     model = catalog.load(f"{ns}.none_model")
     backbone = catalog.load("backbone")
     train = catalog.load(f"{ns}.poisoned_train")
     clean, triggered = catalog.load("clean_test"), catalog.load(f"{ns}.triggered_test")
     indices = catalog.load(f"{ns}.discovery_subsets")[args.share]
-    attack = params[ns]["attack"]
+    attack = params[args.attack]["attack"]
     config = PotionConfig.from_params(params["potion"])
     recipe = TrainConfig.from_params(params["finetune"])
     views = view_maker(model, recipe)
@@ -75,17 +76,17 @@ def main() -> None:
     metrics = evaluator.metrics(result.parameters)
 
     start = time.perf_counter()
-    _, history, _ = finetune(
+    _, history = finetune(
         backbone,
         retain,
         clean,
         triggered,
         recipe,
         CrossEntropy(("clean", "corrupted")),
-        attack,
-        params["dataset_name"],
+        attack["target_class"],
         "eu",
     )
+    history = history.table()
     t_eu = time.perf_counter() - start
 
     total = t_retain + t_forget + t_search

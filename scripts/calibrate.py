@@ -23,6 +23,7 @@ from ieu_potion.config import project_config
 from ieu_potion.pipelines.baselines.nodes import finetune_undefended
 from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source, trigger_test
 from ieu_potion.pipelines.ieu_finetune import nodes as ieu
+from ieu_potion.pipelines.templating import Replicate
 
 TARGETS = "CA none >= 0.80, ASR none >= 0.90, gate P/R >= 0.80, ASR ieu <= 0.10, CA drop <= 0.05"
 
@@ -47,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="local")
     parser.add_argument("--attack", default="badnets_white", help="a data_poisoning namespace")
+    parser.add_argument("--seed", type=int, default=0, help="the run's seed (as in `seeds`)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -55,15 +57,19 @@ def main() -> None:
     attack = params[args.attack]["attack"]
     source = AbstractDataset.from_config("source_images", catalog["source_images"]).load()
     pretrain, finetune, test = split_source(source, params["data_split"])
-    train, triggered = poison_train(finetune, attack), trigger_test(test, attack)
+    replicate = Replicate(args.attack, args.seed, params)
+    data_key = replicate.key("data")
+    train = poison_train(finetune, attack, data_key)
+    triggered = trigger_test(test, attack, data_key)
 
     clock = time.perf_counter()
-    backbone, pre = ieu.backbone(pretrain, test, params["model"])
+    backbone, pre = ieu.backbone(pretrain, test, params["model"], 0)
     t_backbone = time.perf_counter() - clock
     _, _, none_rows = finetune_undefended(
-        backbone, train, test, triggered, params["finetune"], attack, params["dataset_name"]
+        backbone, train, test, triggered, params["finetune"], attack, replicate.key("none")
     )
-    gate, _ = ieu.train_gate(backbone, train, params["model"], params["ieu"])
+    ieu_key = replicate.key("ieu")
+    gate, _ = ieu.train_gate(backbone, train, params["model"], params["ieu"], ieu_key)
     conf = ieu.gate_confidences(gate, train)
     _, _, ieu_rows = ieu.finetune_ieu(
         backbone,
@@ -74,7 +80,7 @@ def main() -> None:
         params["finetune"],
         params["ieu"],
         attack,
-        params["dataset_name"],
+        ieu_key,
     )
 
     tau = params["ieu"]["defence"]["tau"]

@@ -26,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="local")
     parser.add_argument("--attack", default="badnets_white")
+    parser.add_argument("--seed", type=int, default=0, help="which seed's run to read")
     parser.add_argument("--kind", default="xlf", choices=("ssd", "lf", "xlf"))
     parser.add_argument("--shares", nargs="+", default=["share_0.1", "share_0.5"])
     parser.add_argument(
@@ -36,16 +37,17 @@ def main() -> None:
 
     params, catalog_config = project_config(args.env)
     catalog = DataCatalog.from_config(catalog_config)
-    model = catalog.load(f"{args.attack}.none_model")
-    train = catalog.load(f"{args.attack}.poisoned_train")
-    subsets = catalog.load(f"{args.attack}.discovery_subsets")
+    run = f"{args.attack}.seed_{args.seed}"
+    model = catalog.load(f"{run}.none_model")
+    train = catalog.load(f"{run}.poisoned_train")
+    subsets = catalog.load(f"{run}.discovery_subsets")
     config = PotionConfig.from_params(params["potion"])
     views = view_maker(model, TrainConfig.from_params(params["finetune"]))
     evaluator = Evaluator(
         model,
         views,
         catalog.load("clean_test"),
-        catalog.load(f"{args.attack}.triggered_test"),
+        catalog.load(f"{run}.triggered_test"),
         params[args.attack]["attack"]["target_class"],
     )
     theta0 = flat_parameters(model)

@@ -2,11 +2,14 @@
 
 import functools
 import http.server
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,9 +71,9 @@ def test_default_data_poisoning_run(project):
     files = written(project)
     for attack in ATTACKS:
         for name in ("poisoned_train.npz", "triggered_test.npz", "discovery_subsets.npz"):
-            assert f"03_primary/{attack}/{name}" in files
-        assert f"08_reporting/{attack}/attack_gallery.json" in files
-    poisoned = ImageSet.load(project / "data/03_primary/blended/poisoned_train.npz")
+            assert f"03_primary/{attack}/seed_0/{name}" in files
+        assert f"08_reporting/{attack}/seed_0/attack_gallery.json" in files
+    poisoned = ImageSet.load(project / "data/03_primary/blended/seed_0/poisoned_train.npz")
     assert poisoned.poisoned.mean() == pytest.approx(0.1, abs=1e-3)
     assert poisoned.image_size == (32, 32)
 
@@ -89,7 +92,7 @@ def test_cifar10_environment_on_a_small_folder(project, tmp_path_factory):
         f"cifar10_root={root}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    potion = ImageSet.load(project / "data/03_primary/potion_badnet/poisoned_train.npz")
+    potion = ImageSet.load(project / "data/03_primary/potion_badnet/seed_0/poisoned_train.npz")
     assert potion.poisoned.sum() == 500 and len(potion) == 720
     assert (potion.labels[potion.poisoned] == 0).all()
     assert potion.class_names[0] == "airplane"
@@ -147,7 +150,7 @@ def test_attack_list_is_read_from_the_run_parameters_and_runs_repeat_exactly(pro
         )
         assert result.returncode == 0, result.stderr[-3000:]
         assert {Path(f).parts[1] for f in written(project) if f.startswith("03")} == {"l0_inv"}
-        outputs.append((project / "data/03_primary/l0_inv/poisoned_train.npz").read_bytes())
+        outputs.append((project / "data/03_primary/l0_inv/seed_0/poisoned_train.npz").read_bytes())
     assert outputs[0] == outputs[1]
 
 
@@ -205,6 +208,9 @@ def tiny_project(project):
     return project
 
 
+RUN = "data/07_model_output/badnets_white/seed_0"
+
+
 @pytest.mark.slow
 def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
     import pandas as pd
@@ -215,15 +221,14 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
     for name in (
         "06_models/backbone/model.safetensors",
         "06_models/backbone/spec.json",
-        "06_models/badnets_white/ieu_gate/model.safetensors",
-        "06_models/badnets_white/ieu/model.safetensors",
-        "07_model_output/badnets_white/ieu_history.csv",
-        "07_model_output/badnets_white/gate_confidence.npz",
-        "08_reporting/results.csv",
-        "08_reporting/results.parquet",
+        "06_models/badnets_white/seed_0/ieu_gate/model.safetensors",
+        "06_models/badnets_white/seed_0/ieu/model.safetensors",
+        "07_model_output/badnets_white/seed_0/ieu_history.csv",
+        "07_model_output/badnets_white/seed_0/gate_confidence.npz",
+        "07_model_output/badnets_white/seed_0/results_ieu.parquet",
     ):
         assert name in files
-    history = pd.read_csv(tiny_project / "data/07_model_output/badnets_white/ieu_history.csv")
+    history = pd.read_csv(tiny_project / RUN / "ieu_history.csv")
     assert len(history) == 2
     assert {
         "gate_precision",
@@ -238,24 +243,26 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
 
     result = kedro(tiny_project, "--env", "tiny", "--pipeline", "baselines")
     assert result.returncode == 0, result.stderr[-3000:]
-    results = pd.read_parquet(tiny_project / "data/08_reporting/results.parquet")
-    assert list(results.columns) == [
+    ieu = pd.read_parquet(tiny_project / RUN / "results_ieu.parquet")
+    none = pd.read_parquet(tiny_project / RUN / "results_none.parquet")
+    assert list(ieu.columns) == [
         "dataset",
+        "namespace",
         "attack",
         "method",
         "discovery_share",
         "seed",
+        "fingerprint",
         "metric",
         "value",
     ]
-    assert set(results.method) == {"ieu", "none"} and set(results.dataset) == {"tiny_digits"}
-    for method in ("ieu", "none"):
-        metrics = set(results[results.method == method].metric)
-        assert {"clean_accuracy", "attack_success_rate", "seconds"} <= metrics
-    assert {"gate_precision", "gate_recall", "unlearning_steps"} <= set(
-        results[results.method == "ieu"].metric
-    )
-    assert not results.duplicated(["attack", "method", "metric"]).any()
+    assert set(ieu.method) == {"ieu"} and set(none.method) == {"none"}
+    assert set(ieu.dataset) == {"tiny_digits"} and set(ieu.namespace) == {"badnets_white"}
+    for rows in (ieu, none):
+        assert {"clean_accuracy", "attack_success_rate", "seconds"} <= set(rows.metric)
+        assert rows.fingerprint.nunique() == 1 and not rows.duplicated(["metric"]).any()
+    assert {"gate_precision", "gate_recall", "unlearning_steps"} <= set(ieu.metric)
+    assert ieu.fingerprint[0] != none.fingerprint[0], "IEU's parameters are part of its key"
 
 
 def test_bad_ieu_threshold_is_rejected_before_any_work(tiny_project):
@@ -274,8 +281,7 @@ def test_potion_unlearning_end_to_end_on_a_fresh_project(tiny_project):
 
     result = kedro(tiny_project, "--env", "tiny", "--pipeline", "potion_unlearning")
     assert result.returncode == 0, result.stderr[-3000:]
-    results = pd.read_csv(tiny_project / "data/08_reporting/results.csv")
-    potion = results[results.discovery_share != "none"]
+    potion = pd.read_parquet(tiny_project / RUN / "results_potion.parquet")
     assert set(potion.discovery_share) == {"share_0.5", "one_shot"}
     assert set(potion.method) == {"none", "eu", "ssd_alpha_10", "ssd_ptn", "lf_ptn", "xlf_ptn"}
     assert set(potion[potion.method == "eu"].discovery_share) == {"share_0.5"}
@@ -290,15 +296,18 @@ def test_potion_unlearning_end_to_end_on_a_fresh_project(tiny_project):
             "alpha",
             "ptn_steps",
         } <= metrics
-    trace = pd.read_csv(tiny_project / "data/07_model_output/badnets_white/potion_trace.csv")
+    trace = pd.read_csv(tiny_project / RUN / "potion_trace.csv")
     assert {"step", "s", "alpha", "forget_accuracy", "share", "method"} <= set(trace.columns)
     none_rows = potion[(potion.method == "none") & (potion.metric == "model_damage")]
     assert (none_rows.value == 0).all()
 
 
 def test_realistic_potion_reads_the_gate_not_the_ground_truth(tiny_project):
+    import numpy as np
+
     from ieu_potion.config import ProjectConfigLoader
     from ieu_potion.pipelines.potion_unlearning import create_pipeline
+    from ieu_potion.pipelines.potion_unlearning.nodes import realistic_subsets
 
     loader = ProjectConfigLoader(
         conf_source=str(tiny_project / "conf"),
@@ -307,9 +316,81 @@ def test_realistic_potion_reads_the_gate_not_the_ground_truth(tiny_project):
         default_run_env="local",
         runtime_params={"potion": {"discovery": "realistic"}},
     )
-    pipe = create_pipeline(loader["parameters"])
-    assert "badnets_white.gate_confidence" in pipe.inputs()
-    assert "badnets_white.discovery_subsets" not in pipe.all_inputs()
+    params = loader["parameters"]
+    pipe = create_pipeline(params)
+    assert "badnets_white.seed_0.gate_confidence" in pipe.inputs()
+    assert not any(name.endswith("discovery_subsets") for name in pipe.all_inputs())
+    # The gate's artifact carries the ground truth (for the report); discovery must not
+    # read it: the same confidences with the truth flipped, or absent, flag the same.
+    confidence = np.array([0.99, 0.2, 0.97, 0.5, 0.6])
+    truth = {"confidence": confidence, "poisoned": np.array([1, 1, 0, 0, 0], bool)}
+    found = [
+        realistic_subsets(arrays, {**params["potion"], "tau": 0.9})["ieu_gate"].tolist()
+        for arrays in (truth, {**truth, "poisoned": ~truth["poisoned"]}, {"confidence": confidence})
+    ]
+    assert found == [[0, 2]] * 3
+
+
+def current_results(project) -> str:
+    """The results table of a run without its timing metrics, as CSV text."""
+    import pandas as pd
+
+    from ieu_potion.results import TIMING_METRICS
+
+    table = pd.read_csv(project / "data/08_reporting/tables/results_long.csv")
+    return table[~table.metric.isin(TIMING_METRICS)].to_csv(index=False)
+
+
+def model_files(project) -> dict[str, bytes]:
+    models = project / "data/06_models"
+    return {str(p.relative_to(models)): p.read_bytes() for p in models.rglob("*") if p.is_file()}
+
+
+def fresh_copy(project, where):
+    shutil.copytree(project, where, ignore=shutil.ignore_patterns("data"))
+    return where
+
+
+@pytest.mark.slow
+def test_runs_repeat_byte_for_byte_and_a_killed_run_resumes_to_the_same_results(
+    tiny_project, tmp_path_factory
+):
+    second = fresh_copy(tiny_project, tmp_path_factory.mktemp("second") / "p")
+    resumed = fresh_copy(tiny_project, tmp_path_factory.mktemp("resumed") / "p")
+    for project in (tiny_project, second):  # two fresh processes, same configuration
+        result = kedro(project, "--env", "tiny")
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert current_results(second) == current_results(tiny_project)
+    assert model_files(second) == model_files(tiny_project)
+    assert len(model_files(tiny_project)) == 8  # backbone, none, IEU gate and model
+
+    # Kill a run in the middle of IEU's stage 2 (after its first epoch), then resume.
+    log = resumed / "run.log"
+    with log.open("w") as out:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "kedro", "run", "--env", "tiny"],
+            cwd=resumed,
+            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 300
+        while "ieu epoch 1/2" not in log.read_text() and run.poll() is None:
+            assert time.monotonic() < deadline, "the run never reached IEU's first epoch"
+            time.sleep(0.05)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    assert run.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (resumed / "data/06_models/badnets_white/seed_0/ieu").exists()
+    # What a write killed half-way leaves behind.
+    stray = resumed / "data/06_models/backbone/.model.safetensors.k1ll3d.tmp"
+    stray.write_bytes(b"half a model")
+    result = kedro(resumed, "--env", "tiny", "--only-missing-outputs")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Running node: backbone" not in result.stdout + result.stderr, "done work is kept"
+    assert current_results(resumed) == current_results(tiny_project)
+    assert model_files(resumed) == model_files(tiny_project)
+    assert list((resumed / "data").rglob("*.tmp")) == []
 
 
 REPORT_FIGURES = [
@@ -333,23 +414,42 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 def test_full_run_writes_the_report_and_kedro_viz_shows_its_lineage(tiny_project, browser):
     import pandas as pd
 
-    result = kedro(tiny_project, "--env", "tiny")
+    result = kedro(tiny_project, "--env", "tiny", "--params", "seeds=[0,1]")
     assert result.returncode == 0, result.stderr[-3000:]
     reporting = tiny_project / "data/08_reporting"
-    for table in ("results_long", "summary_ca_asr", "potion_table"):
+    for table in ("results_long", "main_table", "potion_table"):
         for suffix in ("csv", "parquet", "md"):
             assert (reporting / "tables" / f"{table}.{suffix}").is_file()
-    summary = pd.read_csv(reporting / "tables/summary_ca_asr.csv")
-    assert list(summary.columns) == ["attack", "none CA", "none ASR", "ieu CA", "ieu ASR", "seeds"]
+    main = pd.read_csv(reporting / "tables/main_table.csv", keep_default_na=False)
+    assert list(main.columns) == [
+        "namespace",
+        "attack",
+        "method",
+        "N",
+        "CA",
+        "CA ±95%",
+        "ASR",
+        "ASR ±95%",
+        "CA vs none",
+        "ASR vs none",
+    ]
+    assert main.method.tolist() == ["none", "ieu"] and main.N.tolist() == [2, 2]
+    assert main["CA vs none"][1] in ("overlap", "apart")
+    potion = pd.read_csv(reporting / "tables/potion_table.csv")
+    assert (potion["N (seeds x shares)"] == 2).all() and (potion.seeds == 2).all()
+    configurations = json.loads((reporting / "tables/configurations.json").read_text())
+    results = pd.read_csv(reporting / "tables/results_long.csv")
+    assert set(results.fingerprint) == set(configurations)
+    assert set(results.seed) == {0, 1}
     for name in REPORT_FIGURES:
         assert (reporting / "figures" / f"{name}.json").is_file()
-    trace = pd.read_csv(tiny_project / "data/07_model_output/badnets_white/potion_trace.csv")
+    trace = pd.read_csv(tiny_project / RUN / "potion_trace.csv")
     scored = trace[trace.share == "share_0.5"]
     assert (
         scored.clean_accuracy.notna().all()
         and trace[trace.share != "share_0.5"].clean_accuracy.isna().all()
     )
-    gate = pd.read_csv(tiny_project / "data/07_model_output/badnets_white/gate_history.csv")
+    gate = pd.read_csv(tiny_project / RUN / "gate_history.csv")
     assert {"gate_precision", "gate_recall"} <= set(gate.columns)
 
     # The report: 7 figures and the gallery, all drawn, offline, without script errors.

@@ -43,6 +43,12 @@ def run_parameters() -> dict[str, Any]:
     return loader["parameters"]
 
 
+def run_source_data() -> dict[str, Any]:
+    """The catalog entry ``source_images`` of the run being set up (for fingerprints)."""
+    loader = _active if _active is not None else _loader()
+    return dict(loader["catalog"].get("source_images") or {})
+
+
 def project_config(env: str = "local", runtime_params: dict[str, Any] | None = None):
     """(parameters, catalog configuration) of this project's ``conf`` for ``env``; for
     scripts and benchmarks that run library code outside a Kedro session."""

@@ -8,9 +8,31 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from ieu_potion.data.errors import DataLayoutError
+from ieu_potion.training.engine import set_deterministic
 from ieu_potion.validation import PARAMETER_CHECKS
 
 log = logging.getLogger(__name__)
+
+
+class CleanupBeforeRunHook:
+    """Delete the temporary files that writes killed in an earlier run left beside this
+    run's outputs (one run writes a data folder at a time), and switch deterministic
+    algorithms on where ``deterministic: true``."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        removed = []
+        for name in sorted(pipeline.all_outputs()):
+            dataset = catalog.get(name)
+            if hasattr(dataset, "remove_temporaries"):
+                removed += dataset.remove_temporaries()
+        if removed:
+            log.info("removed %d temporary files of interrupted writes", len(removed))
+        if "params:deterministic" in catalog:
+            deterministic = catalog.load("params:deterministic")
+            if not isinstance(deterministic, bool):
+                raise ValueError(f"deterministic must be true or false, got {deterministic!r}")
+            set_deterministic(deterministic)
 
 
 class ValidateBeforeRunHook:

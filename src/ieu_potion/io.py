@@ -24,6 +24,20 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise
 
 
+TEMPORARY = ".*.tmp"  # what atomic_write_bytes leaves behind when a run is killed
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete what killed writes left in ``folder`` (not below it); the removed paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stray = [p for p in folder.glob(TEMPORARY) if p.is_file()]
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -28,8 +28,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         "baselines": baselines.create_pipeline(params),
         "potion_unlearning": potion_unlearning.create_pipeline(params),
     }
-    full = sum(own.values(), ieu_finetune.backbone_pipeline())
+    full = sum(own.values(), ieu_finetune.backbone_pipeline(params))
     pipelines = {name: full.to_outputs(*p.all_outputs()) for name, p in own.items()}
-    pipelines["reporting"] = full + reporting.create_pipeline(full)
+    pipelines["reporting"] = full + reporting.create_pipeline(params, full)
     pipelines["__default__"] = pipelines["reporting"]
     return pipelines

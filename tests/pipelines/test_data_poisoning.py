@@ -31,27 +31,42 @@ def catalog_for(params, source, folder):
         datasets[name] = ImageSetDataset(filepath=str(folder / f"{name}.npz"))
     for ns in params["data_poisoning"]["attacks"]:
         datasets[f"params:{ns}.attack"] = MemoryDataset(params[ns]["attack"])
-        for name in ("poisoned_train", "triggered_test"):
-            datasets[f"{ns}.{name}"] = ImageSetDataset(filepath=str(folder / ns / f"{name}.npz"))
-        datasets[f"{ns}.discovery_subsets"] = ArraysDataset(filepath=str(folder / ns / "d.npz"))
-        datasets[f"{ns}.attack_gallery"] = PlotlyFigureDataset(filepath=str(folder / ns / "g.json"))
+        for seed in params.get("seeds", [0]):
+            run, where = f"{ns}.seed_{seed}", folder / ns / f"seed_{seed}"
+            for name in ("poisoned_train", "triggered_test"):
+                datasets[f"{run}.{name}"] = ImageSetDataset(filepath=str(where / f"{name}.npz"))
+            datasets[f"{run}.discovery_subsets"] = ArraysDataset(filepath=str(where / "d.npz"))
+            datasets[f"{run}.attack_gallery"] = PlotlyFigureDataset(filepath=str(where / "g.json"))
     for key in ("discovery", "gallery_examples"):
         datasets[f"params:data_poisoning.{key}"] = MemoryDataset(params["data_poisoning"][key])
     datasets["params:data_split"] = MemoryDataset(params["data_split"])
     return DataCatalog(datasets)
 
 
-def test_one_namespace_per_listed_attack():
-    pipe = create_pipeline(PARAMS)
-    assert len(pipe.nodes) == 1 + 2 * 4
+def test_one_namespace_per_listed_attack_and_seed():
+    pipe = create_pipeline({**PARAMS, "seeds": [0, 3]})
+    assert len(pipe.nodes) == 1 + 2 * 2 * 4
     outputs = pipe.all_outputs()
-    for ns in ("white", "blend04"):
+    for ns in ("white.seed_0", "white.seed_3", "blend04.seed_0", "blend04.seed_3"):
         assert {
             f"{ns}.poisoned_train",
             f"{ns}.triggered_test",
             f"{ns}.discovery_subsets",
             f"{ns}.attack_gallery",
         } <= outputs
+    assert {n.namespace for n in pipe.nodes} == {
+        None,
+        "white.seed_0",
+        "white.seed_3",
+        "blend04.seed_0",
+        "blend04.seed_3",
+    }
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [0.5], "0"])
+def test_bad_seed_lists_are_rejected(seeds):
+    with pytest.raises(ValueError, match="seeds must be a non-empty list of distinct integers"):
+        create_pipeline({**PARAMS, "seeds": seeds})
 
 
 def test_listed_attack_without_parameters_is_reported():
@@ -62,20 +77,25 @@ def test_listed_attack_without_parameters_is_reported():
 
 def test_pipeline_runs_on_tiny_data(tmp_path):
     source = make_digits(copies=1, test_copies=1, image_size=16)
-    catalog = catalog_for(PARAMS, source, tmp_path)
-    SequentialRunner().run(create_pipeline(PARAMS), catalog)
+    params = {**PARAMS, "seeds": [0, 1]}
+    catalog = catalog_for(params, source, tmp_path)
+    SequentialRunner().run(create_pipeline(params), catalog)
     finetune = catalog.load("finetune_images")
     assert len(finetune) + len(catalog.load("pretrain_images")) == len(source["train"])
-    white = catalog.load("white.poisoned_train")
+    white = catalog.load("white.seed_0.poisoned_train")
+    # another seed poisons other samples, as many of them
+    other = catalog.load("white.seed_1.poisoned_train")
+    assert other.poisoned.sum() == white.poisoned.sum()
+    assert not np.array_equal(other.poisoned, white.poisoned)
     assert white.poisoned.sum() == round(0.1 * len(finetune))
     assert not finetune.poisoned.any() and not catalog.load("pretrain_images").poisoned.any()
-    blend = catalog.load("blend04.poisoned_train")
+    blend = catalog.load("blend04.seed_0.poisoned_train")
     assert blend.poisoned.sum() == 20 and (blend.labels[blend.poisoned] == 2).all()
-    subsets = catalog.load("blend04.discovery_subsets")
+    subsets = catalog.load("blend04.seed_0.discovery_subsets")
     assert len(subsets["share_0.5"]) == 10 and len(subsets["share_1"]) == 20
-    triggered = catalog.load("white.triggered_test")
+    triggered = catalog.load("white.seed_0.triggered_test")
     assert (triggered.true_labels != 1).all()
-    figure = catalog.load("white.attack_gallery")
+    figure = catalog.load("white.seed_0.attack_gallery")
     assert len(figure.data) == 3 * 3 and figure.data[0].type == "image"
     # a corner patch: a small, nonzero share of the pixels
     pattern = r"The badnets_white trigger changes (\d+\.\d)% of the pixels"

@@ -1,67 +1,59 @@
-"""Hand-made results of a small run: two attacks with IEU, one with Potion."""
+"""Hand-made results of a small run: badnets_white over three seeds (IEU, none, Potion
+over two seeds), blended with one seed."""
 
 import numpy as np
 import pandas as pd
 
-from ieu_potion.reporting.results import result_rows
+from ieu_potion.results import RunKey
+
+FINGERPRINT = "f00d"
+
+
+def key(namespace: str, seed: int, attack: str | None = None) -> RunKey:
+    return RunKey("digits", namespace, attack or namespace, seed, FINGERPRINT)
 
 
 def sample_results() -> pd.DataFrame:
-    frames = [
-        result_rows(
-            "digits",
-            "badnets_white",
-            "none",
-            0,
-            {
-                "clean_accuracy": 0.84,
-                "attack_success_rate": 0.93,
-                "seconds": 110.0,
-                "seconds_per_epoch": 11.0,
-            },
-        ),
-        result_rows(
-            "digits",
-            "badnets_white",
-            "ieu",
-            0,
-            {
-                "clean_accuracy": 0.87,
-                "attack_success_rate": 0.02,
-                "seconds": 136.0,
-                "seconds_per_epoch": 13.6,
+    frames = []
+    runs = {
+        # method: per seed (CA, ASR, seconds)
+        "none": [(0.84, 0.93, 110.0), (0.85, 0.92, 100.0), (0.83, 0.94, 120.0)],
+        "ieu": [(0.87, 0.02, 136.0), (0.88, 0.01, 124.0), (0.86, 0.03, 148.0)],
+    }
+    for method, per_seed in runs.items():
+        for seed, (ca, asr, seconds) in enumerate(per_seed):
+            metrics = {
+                "clean_accuracy": ca,
+                "attack_success_rate": asr,
+                "seconds": seconds,
+                "seconds_per_epoch": seconds / 10,
                 "gate_precision": 0.99,
-            },
-        ),
-        result_rows(
-            "digits", "blended", "none", 0, {"clean_accuracy": 0.86, "attack_success_rate": 0.97}
-        ),
-        result_rows(
-            "digits", "blended", "ieu", 0, {"clean_accuracy": 0.87, "attack_success_rate": 0.03}
-        ),
-        # rows of another data set and of an attack this run does not list
-        result_rows("cifar10", "badnets_white", "ieu", 0, {"clean_accuracy": 0.5}),
-        result_rows("digits", "wanet", "ieu", 0, {"clean_accuracy": 0.5}),
+            }
+            frames.append(key("badnets_white", seed).rows(method, metrics))
+    frames += [
+        key("blended", 0).rows("none", {"clean_accuracy": 0.86, "attack_success_rate": 0.97}),
+        key("blended", 0).rows("ieu", {"clean_accuracy": 0.87, "attack_success_rate": 0.03}),
     ]
     potion = {
-        ("share_0.1", "none"): (0.06, 0.0, 0.0, None),
-        ("share_0.5", "none"): (0.06, 0.0, 0.0, None),
-        ("share_0.1", "xlf_ptn"): (0.70, -6.0, 2.0, 1.0),
-        ("share_0.5", "xlf_ptn"): (0.76, -5.0, 3.0, 1.0),
-        ("share_0.5", "eu"): (0.60, 1.7, 100.0, None),
-        ("one_shot", "xlf_ptn"): (0.06, 0.0, 9.0, 0.0),
+        ("share_0.1", "none"): ((0.06, 0.06), 0.0, 0.0, None),
+        ("share_0.5", "none"): ((0.06, 0.06), 0.0, 0.0, None),
+        ("share_0.1", "xlf_ptn"): ((0.70, 0.72), -6.0, 2.0, 1.0),
+        ("share_0.5", "xlf_ptn"): ((0.76, 0.74), -5.0, 3.0, 1.0),
+        ("share_0.5", "eu"): ((0.60, 0.62), 1.7, 100.0, None),
+        ("one_shot", "xlf_ptn"): ((0.06, 0.08), 0.0, 9.0, 0.0),
     }
     for (share, method), (healed, damage, seconds, converged) in potion.items():
-        metrics = {
-            "poison_healed": healed,
-            "model_damage": damage,
-            "seconds": seconds,
-            "clean_accuracy": 0.84 + damage / 100,
-            "attack_success_rate": 1 - healed,
-        }
-        if converged is not None:
-            metrics["ptn_converged"] = converged
-        frames.append(result_rows("digits", "badnets_white", method, 0, metrics, share))
+        for seed in (0, 1):
+            metrics = {
+                "poison_healed": healed[seed],
+                "model_damage": damage - seed,
+                "seconds": seconds,
+                "clean_accuracy": 0.84 + (damage - seed) / 100,
+                "attack_success_rate": 1 - healed[seed],
+            }
+            if converged is not None:
+                metrics["ptn_converged"] = converged
+            frames.append(key("badnets_white", seed).rows(method, metrics, share))
     return pd.concat(frames, ignore_index=True)
 
 

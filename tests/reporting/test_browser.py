@@ -2,8 +2,8 @@
 
 from ieu_potion.reporting import figures
 from ieu_potion.reporting.report import Section, render
-from ieu_potion.reporting.tables import run_results, summary_wide
-from tests.reporting.samples import sample_confidences, sample_results, sample_trace
+from ieu_potion.reporting.tables import current_rows, main_table
+from tests.reporting.samples import FINGERPRINT, sample_confidences, sample_results, sample_trace
 
 PLOTS = "document.querySelectorAll('.js-plotly-plot')"
 # Plotly draws bars, lines and markers as `.trace` groups and a table as `.table`.
@@ -11,20 +11,20 @@ DRAWN = f"[...{PLOTS}].map(p => p.querySelectorAll('.trace, .table').length)"
 
 
 def report_page(tmp_path):
-    results = run_results([sample_results()], "digits", ["badnets_white", "blended"])
+    results = current_rows([sample_results()], [FINGERPRINT])
     sections = [
         Section(
             "Figures",
             [
                 figures.ca_asr(results),
-                figures.confidence_cdf({"badnets_white": sample_confidences()}, 0.95),
-                figures.ptn_tradeoff(results, {"badnets_white": sample_trace()}),
+                figures.confidence_cdf({"badnets_white.seed_0": sample_confidences()}, 0.95),
+                figures.ptn_tradeoff(results, {"badnets_white.seed_0": sample_trace()}),
                 figures.timing(results),
             ],
         )
     ]
     path = tmp_path / "report.html"
-    path.write_text(render("digits", {}, {"Main": summary_wide(results)}, sections))
+    path.write_text(render("digits", {}, {"Main": main_table(results)}, sections))
     return path
 
 

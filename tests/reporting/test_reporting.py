@@ -3,11 +3,13 @@ import re
 
 import pandas as pd
 import pytest
+from plotly.offline import get_plotlyjs_version
 
 from ieu_potion.reporting import figures
 from ieu_potion.reporting.report import Section, render
-from ieu_potion.reporting.tables import markdown_table, run_results, summary_wide
+from ieu_potion.reporting.tables import current_rows, main_table, markdown_table
 from tests.reporting.samples import (
+    FINGERPRINT,
     sample_confidences,
     sample_gate_history,
     sample_results,
@@ -17,21 +19,13 @@ from tests.reporting.samples import (
 
 @pytest.fixture
 def results():
-    return run_results([sample_results()], "digits", ["badnets_white", "blended"])
+    return current_rows([sample_results()], [FINGERPRINT])
 
 
-def test_run_results_keeps_this_runs_data_set_and_attacks_once(results):
-    assert set(results.dataset) == {"digits"}
-    assert set(results.attack) == {"badnets_white", "blended"}
-    doubled = run_results([sample_results(), sample_results()], "digits", ["blended"])
-    assert len(doubled) == 4
-
-
-def test_summary_wide_has_ca_and_asr_per_method_in_percent(results):
-    table = summary_wide(results).set_index("attack")
-    assert list(table.columns) == ["none CA", "none ASR", "ieu CA", "ieu ASR", "seeds"]
-    assert table.at["badnets_white", "ieu ASR"] == pytest.approx(2.0)
-    assert table.at["blended", "none CA"] == pytest.approx(86.0)
+def test_current_rows_keep_each_key_once(results):
+    doubled = current_rows([sample_results(), sample_results()], [FINGERPRINT, FINGERPRINT])
+    assert len(doubled) == len(results)
+    assert set(results.namespace) == {"badnets_white", "blended"}
 
 
 def test_markdown_table_rounds_and_leaves_nan_blank():
@@ -39,47 +33,74 @@ def test_markdown_table_rounds_and_leaves_nan_blank():
     assert markdown_table(table, digits=2) == "| a | b |\n|---|---|\n| x\\|y | 0.12 |\n| z |  |\n"
 
 
-def test_ca_asr_reading_states_the_numbers(results):
+def test_ca_asr_reading_states_means_intervals_and_n(results):
     figure = figures.ca_asr(results)
     text = figures.reading(figure)
-    assert "On badnets_white: none CA 84.0% / ASR 93.0%, ieu CA 87.0% / ASR 2.0%" in text
-    assert "IEU lowers the ASR by 91.0 points" in text and "by +3.0 points" in text
+    assert (
+        "On badnets_white (N = 3 seeds): none CA 84.0 ± 2.5% / ASR 93.0 ± 2.5%, "
+        "ieu CA 87.0 ± 2.5% / ASR 2.0 ± 2.5%" in text
+    )
+    assert "IEU lowers the mean ASR by 91.0 points" in text and "(CA intervals overlap)" in text
+    assert "On blended (N = 1 seed): none CA 86.0% / ASR 97.0%" in text
     assert len(figure.data) == 4  # two methods x (CA, ASR)
+    none_ca = figure.data[0]
+    assert list(none_ca.x) == ["badnets_white", "blended"]
+    assert none_ca.error_y.array[0] == pytest.approx(0.02484, abs=1e-5)
 
 
-def test_confidence_cdf_reading_counts_samples_above_tau():
-    figure = figures.confidence_cdf({"badnets_white": sample_confidences()}, tau=0.95)
+def test_confidence_cdf_pools_seeds_and_gives_per_seed_intervals():
+    other = sample_confidences()
+    other["confidence"] = other["confidence"].copy()
+    other["confidence"][1:3] = 0.9  # two poisoned samples below tau in this seed
+    figure = figures.confidence_cdf(
+        {"badnets_white.seed_0": sample_confidences(), "badnets_white.seed_1": other}, tau=0.95
+    )
     text = figures.reading(figure)
-    assert "0.99 on 20 poisoned ones" in text and "180 clean samples" in text
-    assert "above tau = 0.95 lie 95.0% of the poisoned and 0.0% of the clean" in text
+    assert "On badnets_white (N = 2 seeds, curves pooled)" in text
+    # 95% and 85% of the poisoned above tau: mean 90, t(0.975, 1) * 7.07 / 1.41 = 63.5
+    assert "above tau = 0.95 lie 90.0 ± 63.5% of the poisoned and 0.0 ± 0.0% of the clean" in text
     clean, poisoned = figure.data
-    assert clean.y[-1] == pytest.approx(1.0) and poisoned.y[-1] == pytest.approx(1.0)
+    assert clean.name == "badnets_white: clean (360)" and poisoned.y[-1] == pytest.approx(1.0)
 
 
-def test_gate_history_reading_gives_final_scores_and_when_recall_arrives():
-    figure = figures.gate_history({"blended": sample_gate_history()})
+def test_gate_history_averages_seeds_per_epoch():
+    later = sample_gate_history().assign(gate_recall=[0.4, 0.9, 0.85], gate_flagged=[9, 19, 22])
+    figure = figures.gate_history(
+        {"blended.seed_0": sample_gate_history(), "blended.seed_1": later}
+    )
     text = figures.reading(figure)
-    assert "ends epoch 3 at precision 95.0% and recall 95.0% (20 samples flagged)" in text
-    assert "at epoch 3" in text
+    assert "On blended (N = 2 seeds) the gate ends epoch 3 at precision 95.0 ± 0.0%" in text
+    assert "recall 90.0 ± 63.5% (21 ± 13 samples flagged)" in text
+    recall = figure.data[1]
+    assert list(recall.y) == pytest.approx([0.3, 0.85, 0.9])
 
 
-def test_healed_vs_share_and_damage_use_benchmark_shares(results):
+def test_healed_vs_share_and_damage_use_benchmark_shares_with_intervals(results):
     by_share = figures.healed_vs_share(results)
-    assert "share of 0.1 of the poison discovered the most healed is xlf_ptn (70.0%)" in (
-        figures.reading(by_share)
+    assert (
+        "share of 0.1 of the poison discovered the most healed on average is xlf_ptn "
+        "(71.0 ± 12.7%)" in figures.reading(by_share)
     )
     scatter = figures.healed_vs_damage(results)
     xs = sorted(x for trace in scatter.data for x in trace.x)
-    assert xs == [-6.0, -5.0, 1.7]  # one-shot and 'none' left out
-    assert "xlf_ptn heals the most poison (73.0% at -5.5 points" in figures.reading(scatter)
+    assert xs == [-6.5, -5.5, 1.2]  # means over seeds; one-shot and 'none' left out
+    assert "xlf_ptn heals the most poison (73.0 ± 4.1% at -6.0 ± 1.3 points" in (
+        figures.reading(scatter)
+    )
 
 
-def test_ptn_tradeoff_marks_the_chosen_step(results):
-    figure = figures.ptn_tradeoff(results, {"badnets_white": sample_trace()})
+def test_ptn_tradeoff_marks_the_chosen_step_of_every_seed(results):
+    later = sample_trace().assign(forget_accuracy=[0.9, 0.5, 0.10, 0.9, 0.7])
+    later.loc[2, "clean_accuracy"] = 0.77
+    figure = figures.ptn_tradeoff(
+        results, {"badnets_white.seed_0": sample_trace(), "badnets_white.seed_1": later}
+    )
     stars = [t for t in figure.data if t.marker.symbol == "star"]
-    assert len(stars) == 1 and list(stars[0].x) == [6.0, 6.0]
-    assert list(stars[0].y) == [0.08, 0.79]
-    assert "3 steps took alpha from 50 to 6" in figures.reading(figure)
+    assert [list(s.y) for s in stars] == [[0.08, 0.79], [0.10, 0.77]]
+    assert (
+        "xlf_ptn on badnets_white (share_0.5, N = 2 seeds): 3 ± 0 steps; at the chosen alpha "
+        "accuracy on S_f is 9.0 ± 12.7% and clean accuracy 78.0 ± 12.7%" in figures.reading(figure)
+    )
 
 
 def test_timing_reading_compares_ieu_with_none_and_xlf_with_eu(results):
@@ -101,7 +122,7 @@ def test_timing_reading_compares_ieu_with_none_and_xlf_with_eu(results):
     ],
 )
 def test_every_figure_says_when_the_run_has_nothing_for_it(build):
-    empty = run_results([], "digits", [])
+    empty = current_rows([], [])
     text = figures.reading(build(empty))
     assert text.startswith("No ")
 
@@ -111,11 +132,12 @@ def test_report_is_self_contained_and_carries_readings_and_seeds(results):
     page = render(
         "digits",
         {"dataset_name": "digits", "ieu": {"gate_training": {"seed": 7}}},
-        {"Main table": summary_wide(results)},
+        {"Main table": main_table(results)},
         [Section("Figures", [figure])],
     )
     assert not re.search(r"<script[^>]+src=", page)
     assert not re.search(r"<link[^>]+href=\"?https?:", page)
-    assert "Plotly.newPlot" in page and "plotly.js v" in page.lower() or "plotly" in page
+    assert "Plotly.newPlot" in page
+    assert f"plotly.js v{get_plotlyjs_version()}" in page  # the library itself is embedded
     assert figures.reading(figure) in page.replace("&#x27;", "'")
     assert "ieu.gate_training.seed: 7" in page

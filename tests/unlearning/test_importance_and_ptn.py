@@ -5,7 +5,7 @@ from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.training.views import ViewMaker
-from ieu_potion.unlearning.importance import flat_parameters, importances
+from ieu_potion.unlearning.importance import flat_parameters, importances, load_flat_parameters
 from ieu_potion.unlearning.potion import PotionConfig, realistic_discovery
 from ieu_potion.unlearning.ptn import PTNConfig, percent_for, percentile, ptn_search
 
@@ -154,4 +154,11 @@ def test_bad_potion_settings_are_rejected(params, message):
 def test_flat_parameters_round_trip():
     model, _, _ = tiny()
     flat = flat_parameters(model)
-    assert flat.numel() == sum(p.numel() for p in model.parameters())
+    expected = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    assert torch.equal(flat, expected), "the flat vector holds every parameter, in order"
+    changed = torch.arange(flat.numel(), dtype=flat.dtype)
+    load_flat_parameters(model, changed)
+    assert torch.equal(flat_parameters(model), changed)
+    first = next(model.parameters())
+    assert torch.equal(first.detach().reshape(-1), changed[: first.numel()])
+    assert torch.equal(flat, expected), "the earlier vector is a copy, not a view"

@@ -16,11 +16,11 @@ import numpy as np
 
 from ieu_potion.attacks.triggers import TRIGGERS, Trigger, make_trigger
 from ieu_potion.data.imageset import ImageSet
+from ieu_potion.results import ONE_SHOT
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-ONE_SHOT = "one_shot"
 
 
 @dataclass(frozen=True)

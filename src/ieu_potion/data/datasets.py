@@ -10,7 +10,6 @@ shared results table, models, figures) are written atomically and read without p
 
 from __future__ import annotations
 
-import fcntl
 import inspect
 import io
 import json
@@ -28,10 +27,11 @@ from torch import nn
 from ieu_potion.data import cifar10, digits, folders
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.data.imageset import ImageSet
-from ieu_potion.io import atomic_write_bytes, atomic_write_text
+from ieu_potion.io import atomic_write_bytes, atomic_write_text, remove_temporaries
 from ieu_potion.models import load_model, save_model
-from ieu_potion.reporting.results import RESULT_COLUMNS
+from ieu_potion.models.factory import SPEC_FILE, WEIGHTS_FILE
 from ieu_potion.reporting.tables import markdown_table
+from ieu_potion.results import KEY_COLUMNS, RESULT_COLUMNS, check_rows
 
 
 class _SourceDataset(AbstractDataset[None, dict[str, ImageSet]]):
@@ -139,6 +139,13 @@ class _FileDataset(AbstractDataset):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
 
+    def remove_temporaries(self) -> list[Path]:
+        """Delete temporary files that a killed write of this data set left behind."""
+        folders = [self._filepath.parent]
+        if self._filepath.is_dir():
+            folders.append(self._filepath)
+        return [p for folder in folders for p in remove_temporaries(folder)]
+
 
 class ImageSetDataset(_FileDataset):
     """One ``ImageSet`` as a compressed ``.npz`` (no pickle), written atomically."""
@@ -165,7 +172,9 @@ class ArraysDataset(_FileDataset):
 
 class TableDataset(_FileDataset):
     """A pandas table as CSV, with a Parquet copy beside it (and, with ``markdown: true``, a
-    Markdown one); all written atomically.  Kedro-Viz previews the first rows."""
+    Markdown one); each written atomically, the CSV last.  It exists only when every file
+    does, so a run killed between two of them writes it again on resume.  Kedro-Viz
+    previews the first rows."""
 
     def __init__(
         self, filepath: str, markdown: bool = False, metadata: dict[str, Any] | None = None
@@ -173,53 +182,75 @@ class TableDataset(_FileDataset):
         super().__init__(filepath, metadata)
         self._markdown = markdown
 
+    def _companions(self) -> list[Path]:
+        suffixes = [".parquet", ".md"] if self._markdown else [".parquet"]
+        return [self._filepath.with_suffix(suffix) for suffix in suffixes]
+
+    def _exists(self) -> bool:
+        return all(p.is_file() for p in [self._filepath, *self._companions()])
+
     def load(self) -> pd.DataFrame:
         return pd.read_csv(self._filepath)
 
     def save(self, data: pd.DataFrame) -> None:
-        atomic_write_text(self._filepath, data.to_csv(index=False))
+        # The CSV is the commit mark: removed first, written last.
+        self._filepath.unlink(missing_ok=True)
         buffer = io.BytesIO()
         data.to_parquet(buffer, index=False)
         atomic_write_bytes(self._filepath.with_suffix(".parquet"), buffer.getvalue())
         if self._markdown:
             atomic_write_text(self._filepath.with_suffix(".md"), markdown_table(data))
+        atomic_write_text(self._filepath, data.to_csv(index=False))
 
     def preview(self, nrows: int = 20) -> TablePreview:
         return TablePreview(self.load().head(nrows).to_dict(orient="split"))
 
 
-class ResultsTableDataset(TableDataset):
-    """The shared long-format results table; saving upserts rows instead of replacing.
+class ResultsDataset(_FileDataset):
+    """The results rows of one node (one namespace, seed and method): a Parquet file of
+    the schema in ``ieu_potion.results``, written atomically."""
 
-    Rows whose key (every column but ``value``) is already present are replaced; others
-    are appended.  A lock file serialises concurrent writers.
-    """
+    def load(self) -> pd.DataFrame:
+        return check_rows(pd.read_parquet(self._filepath))
+
+    def save(self, data: pd.DataFrame) -> None:
+        buffer = io.BytesIO()
+        check_rows(data).to_parquet(buffer, index=False)
+        atomic_write_bytes(self._filepath, buffer.getvalue())
+
+    def preview(self, nrows: int = 20) -> TablePreview:
+        return TablePreview(self.load().head(nrows).to_dict(orient="split"))
+
+
+class ResultsArchiveDataset(TableDataset):
+    """Every results row ever collected in this data folder: saving merges the new rows
+    into the file (a row with the same key, i.e. every column but ``value``, is replaced).
+    Rows of older configurations stay here, told apart by their fingerprint; only the
+    reporting pipeline's ``collect_results`` node writes it."""
 
     def load(self) -> pd.DataFrame:
         if not self._filepath.is_file():
-            return pd.DataFrame(columns=RESULT_COLUMNS)
-        return pd.read_csv(self._filepath, dtype={"discovery_share": str})
+            return pd.DataFrame(columns=list(RESULT_COLUMNS))
+        return pd.read_csv(
+            self._filepath, dtype={"discovery_share": str, "fingerprint": str, "namespace": str}
+        )
 
     def save(self, data: pd.DataFrame) -> None:
-        missing = set(RESULT_COLUMNS) - set(data.columns)
-        if missing:
-            raise DatasetError(f"results rows lack columns {sorted(missing)}")
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        lock = self._filepath.with_name(f".{self._filepath.name}.lock")
-        with lock.open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            new = data[list(RESULT_COLUMNS)].astype({"discovery_share": str})
-            table = pd.concat([self.load(), new], ignore_index=True)
-            key = [c for c in RESULT_COLUMNS if c != "value"]
-            table = table.drop_duplicates(subset=key, keep="last")
-            super().save(table.sort_values(key, kind="stable").reset_index(drop=True))
+        old = self.load()
+        if set(RESULT_COLUMNS) - set(old.columns):  # an archive of an older schema
+            self._filepath.rename(self._filepath.with_suffix(".csv.old"))
+            old = pd.DataFrame(columns=list(RESULT_COLUMNS))
+        table = pd.concat([old, check_rows(data)], ignore_index=True)
+        table = table.drop_duplicates(subset=list(KEY_COLUMNS), keep="last")
+        super().save(table.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True))
 
 
 class ModelDataset(_FileDataset):
-    """A model as ``<folder>/model.safetensors`` plus ``<folder>/spec.json``."""
+    """A model as ``<folder>/model.safetensors`` plus ``<folder>/spec.json``; the spec is
+    the commit mark (removed first, written last), so a half-saved model does not exist."""
 
     def _exists(self) -> bool:
-        return (self._filepath / "model.safetensors").is_file()
+        return all((self._filepath / name).is_file() for name in (WEIGHTS_FILE, SPEC_FILE))
 
     def load(self) -> nn.Module:
         return load_model(self._filepath)
@@ -239,6 +270,16 @@ class PlotlyFigureDataset(_FileDataset):
 
     def preview(self) -> PlotlyPreview:
         return PlotlyPreview(json.loads(self._filepath.read_text(encoding="utf-8")))
+
+
+class JsonDataset(_FileDataset):
+    """A JSON document (key order kept), written atomically."""
+
+    def load(self) -> Any:
+        return json.loads(self._filepath.read_text(encoding="utf-8"))
+
+    def save(self, data: Any) -> None:
+        atomic_write_text(self._filepath, json.dumps(data, indent=2, default=str) + "\n")
 
 
 class HtmlDataset(_FileDataset):

@@ -181,16 +181,23 @@ def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], source: str)
     )
 
 
+WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "spec.json"
+
+
 def save_model(model: nn.Module, folder: str | Path) -> None:
+    """Weights, then the spec: the spec is removed first and written last, so a folder
+    with a spec always holds the weights saved with it."""
     folder = Path(folder)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(folder / "model.safetensors", save(tensors))
-    atomic_write_text(folder / "spec.json", model.spec.to_json())
+    (folder / SPEC_FILE).unlink(missing_ok=True)
+    atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors))
+    atomic_write_text(folder / SPEC_FILE, model.spec.to_json())
 
 
 def load_model(folder: str | Path) -> nn.Module:
     folder = Path(folder)
-    spec = ModelSpec(**json.loads((folder / "spec.json").read_text(encoding="utf-8")))
+    spec = ModelSpec(**json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")))
     model = build_model(spec)
-    model.load_state_dict(load_safetensors_bytes((folder / "model.safetensors").read_bytes()))
+    model.load_state_dict(load_safetensors_bytes((folder / WEIGHTS_FILE).read_bytes()))
     return model

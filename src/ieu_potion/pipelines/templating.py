@@ -1,10 +1,23 @@
-"""Shared by the templated pipelines: which namespaces a pipeline runs for."""
+"""Shared by the templated pipelines: which namespaces a pipeline runs for, once per seed.
+
+A run repeats the work of every attack namespace once per seed listed in ``seeds``; the
+Kedro namespace of one repetition is ``<attack namespace>.seed_<s>`` (Kedro-Viz draws the
+attack as a group holding one group per seed).  Nodes receive a ``RunKey`` (data set,
+namespace, attack, seed, configuration fingerprint), bound when the pipeline is built, so
+the rows they write say what produced them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial, update_wrapper
 from typing import Any
 
 from kedro.pipeline import Pipeline, pipeline
+
+from ieu_potion.config import run_source_data
+from ieu_potion.results import RunKey, fingerprint
 
 
 def namespaces(params: dict[str, Any], pipeline_name: str, block: str = "attack") -> list[str]:
@@ -21,38 +34,129 @@ def namespaces(params: dict[str, Any], pipeline_name: str, block: str = "attack"
     return names
 
 
+def seeds(params: dict[str, Any]) -> list[int]:
+    """The run's seeds (``seeds``, default [0]): distinct non-negative integers."""
+    values = params.get("seeds", [0])
+    if (
+        not isinstance(values, list | tuple)
+        or not values
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values)
+        or len(set(values)) != len(values)
+    ):
+        raise ValueError(
+            f"seeds must be a non-empty list of distinct integers >= 0, got {values!r}"
+        )
+    return list(values)
+
+
+def backbone_per_seed(params: dict[str, Any]) -> bool:
+    value = params.get("backbone_per_seed", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"backbone_per_seed must be true or false, got {value!r}")
+    return value
+
+
+def backbone_namespace(params: dict[str, Any], seed: int) -> str | None:
+    """Where the backbone of ``seed`` lives: one shared (None) or ``seed_<s>``."""
+    return f"seed_{seed}" if backbone_per_seed(params) else None
+
+
+# Parameter blocks that decide each method family's numbers (besides the seed).
+_COMMON = ("dataset_name", "data_split", "model", "finetune", "backbone_per_seed")
+FAMILY_BLOCKS = {
+    "data": ("dataset_name", "data_split", "data_poisoning.discovery"),
+    "none": _COMMON,
+    "ieu": (*_COMMON, "ieu"),
+    "potion": (*_COMMON, "ieu", "potion", "data_poisoning.discovery"),
+}
+
+
+def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[str, Any]:
+    """Every parameter that produced a ``family`` row of ``namespace``, seed aside."""
+    found: dict[str, Any] = {
+        "source_images": run_source_data(),
+        "attack": params[namespace]["attack"],
+    }
+    for path in FAMILY_BLOCKS[family]:
+        value: Any = params
+        for part in path.split("."):
+            value = (value or {}).get(part) if isinstance(value, dict) else None
+        found[path] = value
+    if family == "potion" and (params.get("potion") or {}).get("discovery") != "realistic":
+        found.pop("ieu")
+    return found
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One attack namespace at one seed, as a pipeline template sees it."""
+
+    namespace: str
+    seed: int
+    params: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.namespace}.seed_{self.seed}"
+
+    def key(self, family: str) -> RunKey:
+        return RunKey(
+            dataset=str(self.params.get("dataset_name", "")),
+            namespace=self.namespace,
+            attack=str(self.params[self.namespace]["attack"]["name"]),
+            seed=self.seed,
+            fingerprint=fingerprint(configuration(self.params, self.namespace, family)),
+        )
+
+
+def bound(function, **kwargs):
+    """``function`` with keyword arguments fixed, keeping its name for Kedro."""
+    return update_wrapper(partial(function, **kwargs), function)
+
+
+def global_input(name: str, params: dict[str, Any], seed: int) -> str:
+    """The dataset a template's global input ``name`` stands for at ``seed``."""
+    where = backbone_namespace(params, seed) if name.startswith("backbone") else None
+    return f"{where}.{name}" if where else name
+
+
 def shared_parameters(*names: str) -> dict[str, str]:
     """Parameter mapping that keeps ``params:<name>`` global inside a namespace."""
     return {f"params:{name}": f"params:{name}" for name in names}
 
 
 def per_namespace(
-    template: Pipeline,
+    template: Callable[[Replicate], Pipeline],
     params: dict[str, Any],
     pipeline_name: str,
     inputs: set[str],
     parameters: dict[str, str],
     extra: tuple[str, ...] = (),
 ) -> Pipeline:
-    """One copy of ``template`` per namespace listed in ``<pipeline_name>.attacks`` (and
-    in ``extra``: namespaces another pipeline needs this one for).
+    """One copy of ``template(replicate)`` per namespace listed in
+    ``<pipeline_name>.attacks`` (and in ``extra``: namespaces another pipeline needs this
+    one for) and per seed.
 
-    ``inputs`` stay global (shared by every namespace) and ``parameters`` maps template
-    parameters to global ones; every other dataset and parameter is prefixed with the
-    namespace.
+    ``inputs`` stay global (shared by every namespace; the backbone per seed where
+    ``backbone_per_seed`` is set), ``parameters`` maps template parameters to global ones
+    and ``params:attack`` is the namespace's attack block; every other dataset is
+    prefixed with ``<namespace>.seed_<s>``.
     """
     names = namespaces(params, pipeline_name)
     names += [ns for ns in extra if ns not in names]
-    return sum(
-        (
-            pipeline(
-                template,
-                namespace=ns,
-                inputs=inputs,
-                parameters=parameters,
-                tags=[pipeline_name, ns],
+    copies = []
+    for ns in names:
+        for seed in seeds(params):
+            replicate = Replicate(ns, seed, params)
+            copy = template(replicate)
+            mapping = {**parameters, "params:attack": f"params:{ns}.attack"}
+            copies.append(
+                pipeline(
+                    copy,
+                    namespace=replicate.name,
+                    inputs={name: global_input(name, params, seed) for name in inputs},
+                    parameters={k: v for k, v in mapping.items() if k in copy.all_inputs()},
+                    tags=[pipeline_name, ns, f"seed_{seed}"],
+                )
             )
-            for ns in names
-        ),
-        Pipeline([]),
-    )
+    return sum(copies, Pipeline([]))

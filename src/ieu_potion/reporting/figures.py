@@ -16,8 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ieu_potion.reporting.results import NO_SHARE
-from ieu_potion.reporting.tables import method_order
+from ieu_potion.reporting.stats import aggregate, interval, overlap, with_interval
+from ieu_potion.reporting.tables import method_order, per_seed
 
 PALETTE = (
     "#1f77b4",
@@ -62,69 +62,102 @@ def pct(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
-def metric_frame(results: pd.DataFrame, shares: bool) -> pd.DataFrame:
-    """Mean over seeds, one row per (attack, method, share), one column per metric."""
-    rows = results[(results.discovery_share != NO_SHARE) == shares]
-    if rows.empty:
-        return pd.DataFrame()
-    return rows.pivot_table(
-        index=["attack", "method", "discovery_share"], columns="metric", values="value"
-    ).reset_index()
+def error_bars(half) -> dict:
+    return {"type": "data", "array": list(half), "visible": True}
 
 
 def ca_asr(results: pd.DataFrame) -> go.Figure:
-    title = "Clean accuracy and attack success rate per attack and method"
-    frame = metric_frame(results, shares=False)
+    title = "Clean accuracy and attack success rate per attack and method (mean, 95% CI)"
+    frame = per_seed(results, shares=False)
     if frame.empty or "clean_accuracy" not in frame:
         return nothing_to_show(title, "No finetuning results (IEU or baselines) in this run.")
-    methods = method_order(frame.method)
+    stats = aggregate(frame, ["namespace", "method"], ["clean_accuracy", "attack_success_rate"])
+    methods = method_order(stats.method)
     colour = colours(methods)
     figure = make_subplots(rows=1, cols=2, subplot_titles=("Clean accuracy", "Attack success rate"))
     for method in methods:
-        part = frame[frame.method == method]
+        part = stats[stats.method == method]
         for col, metric in ((1, "clean_accuracy"), (2, "attack_success_rate")):
             figure.add_bar(
-                x=part.attack,
+                x=part.namespace,
                 y=part[metric],
+                error_y=error_bars(part[f"{metric}_ci95"].fillna(0)),
                 name=method,
                 legendgroup=method,
                 showlegend=col == 1,
                 marker_color=colour[method],
+                customdata=part[f"{metric}_n"],
+                hovertemplate="%{x}: %{y:.1%} (N=%{customdata})",
                 row=1,
                 col=col,
             )
-    figure.update_yaxes(range=[0, 1], tickformat=".0%")
+    figure.update_yaxes(range=[0, 1.05], tickformat=".0%")
     sentences = []
-    for attack, part in frame.groupby("attack"):
+    for namespace, part in stats.groupby("namespace"):
         by = part.set_index("method")
         described = [
-            f"{m} CA {pct(by.at[m, 'clean_accuracy'])} / ASR {pct(by.at[m, 'attack_success_rate'])}"
+            f"{m} CA {pct_ci(by.loc[m], 'clean_accuracy')} / ASR "
+            f"{pct_ci(by.loc[m], 'attack_success_rate')}"
             for m in method_order(by.index)
         ]
-        sentence = f"On {attack}: " + ", ".join(described)
+        n = int(by.clean_accuracy_n.max())
+        sentence = f"On {namespace} (N = {n} seed{'s' if n != 1 else ''}): " + ", ".join(described)
         if {"none", "ieu"} <= set(by.index):
-            drop = by.at["none", "attack_success_rate"] - by.at["ieu", "attack_success_rate"]
-            change = by.at["ieu", "clean_accuracy"] - by.at["none", "clean_accuracy"]
+            none, ieu = by.loc["none"], by.loc["ieu"]
+            drop = none.attack_success_rate - ieu.attack_success_rate
+            change = ieu.clean_accuracy - none.clean_accuracy
+            verdict = overlap(
+                ieu.clean_accuracy,
+                ieu.clean_accuracy_ci95,
+                none.clean_accuracy,
+                none.clean_accuracy_ci95,
+            )
             sentence += (
-                f"; IEU lowers the ASR by {100 * drop:.1f} points and changes clean accuracy "
-                f"by {100 * change:+.1f} points against the undefended finetune"
+                f"; IEU lowers the mean ASR by {100 * drop:.1f} points and changes mean clean "
+                f"accuracy by {100 * change:+.1f} points against the undefended finetune"
+                + (f" (CA intervals {verdict})" if verdict else "")
             )
         sentences.append(sentence + ".")
     figure.update_layout(barmode="group", height=420)
     return with_reading(figure, title, " ".join(sentences))
 
 
+def ci(row: pd.Series, metric: str, scale: float = 1.0, digits: int = 1) -> str:
+    """``row[metric]`` with its interval (``<metric>_ci95``) as text."""
+    return with_interval(row[metric], row[f"{metric}_ci95"], scale, digits)
+
+
+def pct_ci(row: pd.Series, metric: str) -> str:
+    """``row[metric]`` as a percentage with its interval."""
+    return ci(row, metric, 100) + "%"
+
+
+def namespace_of(replicate: str) -> str:
+    """``badnets_white`` of ``badnets_white.seed_0``."""
+    return replicate.rpartition(".seed_")[0] or replicate
+
+
+def by_namespace(per_replicate: dict[str, object]) -> dict[str, list]:
+    """Group values keyed by ``<namespace>.seed_<s>`` by namespace (seed order kept)."""
+    grouped: dict[str, list] = {}
+    for replicate, value in per_replicate.items():
+        grouped.setdefault(namespace_of(replicate), []).append(value)
+    return grouped
+
+
 def confidence_cdf(confidences: dict[str, dict[str, np.ndarray]], tau: float) -> go.Figure:
-    """ECDF of the poisoned module's confidence on clean and on poisoned training samples."""
+    """ECDF of the poisoned module's confidence on clean and on poisoned training samples,
+    pooled over seeds; the reading gives per-seed statistics as mean and 95% interval."""
     title = "Poisoned-module confidence on clean vs poisoned training samples (CDF)"
     if not confidences:
         return nothing_to_show(title, "No IEU run in this run: no gate confidences to show.")
-    colour = colours(confidences)
+    grouped = by_namespace(confidences)
+    colour = colours(grouped)
     figure = go.Figure()
     sentences = []
-    for attack, arrays in confidences.items():
-        conf = np.asarray(arrays["confidence"], dtype=float)
-        poisoned = np.asarray(arrays["poisoned"], dtype=bool)
+    for namespace, runs in grouped.items():
+        conf = np.concatenate([np.asarray(r["confidence"], dtype=float) for r in runs])
+        poisoned = np.concatenate([np.asarray(r["poisoned"], dtype=bool) for r in runs])
         for subset, dash in (("clean", "solid"), ("poisoned", "dash")):
             values = np.sort(conf[poisoned if subset == "poisoned" else ~poisoned])
             if len(values) == 0:
@@ -134,15 +167,21 @@ def confidence_cdf(confidences: dict[str, dict[str, np.ndarray]], tau: float) ->
                 x=values[keep],
                 y=(keep + 1) / len(values),
                 mode="lines",
-                name=f"{attack}: {subset} ({len(values)})",
-                line={"color": colour[attack], "dash": dash},
+                name=f"{namespace}: {subset} ({len(values)})",
+                line={"color": colour[namespace], "dash": dash},
             )
-        clean, bad = conf[~poisoned], conf[poisoned]
+
+        stats = aggregate(
+            pd.DataFrame([confidence_statistics(r, tau) for r in runs]).assign(group=0),
+            ["group"],
+            ["median_clean", "median_poisoned", "above_poisoned", "above_clean"],
+        ).iloc[0]
         sentences.append(
-            f"On {attack} the median confidence is {np.median(clean):.2f} on "
-            f"{len(clean)} clean samples and {np.median(bad) if len(bad) else math.nan:.2f} on "
-            f"{len(bad)} poisoned ones; above tau = {tau:g} lie {pct((bad > tau).mean())} of "
-            f"the poisoned and {pct((clean > tau).mean())} of the clean samples."
+            f"On {namespace} (N = {len(runs)} seed{'s' if len(runs) != 1 else ''}, curves "
+            f"pooled) the median confidence is {ci(stats, 'median_clean', digits=2)} on clean "
+            f"samples and {ci(stats, 'median_poisoned', digits=2)} on poisoned ones; above "
+            f"tau = {tau:g} lie {pct_ci(stats, 'above_poisoned')} of the poisoned and "
+            f"{pct_ci(stats, 'above_clean')} of the clean samples."
         )
     figure.add_vline(x=tau, line_dash="dot", annotation_text=f"tau {tau:g}")
     figure.update_layout(
@@ -153,31 +192,50 @@ def confidence_cdf(confidences: dict[str, dict[str, np.ndarray]], tau: float) ->
     return with_reading(figure, title, " ".join(sentences))
 
 
+def confidence_statistics(arrays: dict[str, np.ndarray], tau: float) -> dict[str, float]:
+    """Medians and shares above ``tau`` of one run's gate confidences, clean and poisoned."""
+    conf = np.asarray(arrays["confidence"], dtype=float)
+    poisoned = np.asarray(arrays["poisoned"], dtype=bool)
+    clean, bad = conf[~poisoned], conf[poisoned]
+    return {
+        "median_clean": float(np.median(clean)) if len(clean) else math.nan,
+        "median_poisoned": float(np.median(bad)) if len(bad) else math.nan,
+        "above_clean": float((clean > tau).mean()) if len(clean) else math.nan,
+        "above_poisoned": float((bad > tau).mean()) if len(bad) else math.nan,
+    }
+
+
 def gate_history(histories: dict[str, pd.DataFrame]) -> go.Figure:
-    """Gate precision and recall after each epoch of stage 1 (the gate's training)."""
+    """Gate precision and recall after each epoch of stage 1 (the gate's training), mean
+    and 95% interval over seeds."""
     title = "Poisoned-module precision and recall per training epoch (IEU stage 1)"
     usable = {a: h for a, h in histories.items() if {"gate_precision", "gate_recall"} <= set(h)}
     if not usable:
         return nothing_to_show(title, "No gate training history with precision/recall.")
-    colour = colours(usable)
+    grouped = {ns: pd.concat(runs, ignore_index=True) for ns, runs in by_namespace(usable).items()}
+    colour = colours(grouped)
     figure = go.Figure()
     sentences = []
-    for attack, history in usable.items():
+    for namespace, history in grouped.items():
+        stats = aggregate(history, ["epoch"], ["gate_precision", "gate_recall", "gate_flagged"])
         for metric, dash in (("gate_precision", "solid"), ("gate_recall", "dash")):
             figure.add_scatter(
-                x=history.epoch,
-                y=history[metric],
+                x=stats.epoch,
+                y=stats[metric],
+                error_y=error_bars(stats[f"{metric}_ci95"].fillna(0)),
                 mode="lines+markers",
-                name=f"{attack}: {metric.removeprefix('gate_')}",
-                line={"color": colour[attack], "dash": dash},
+                name=f"{namespace}: {metric.removeprefix('gate_')}",
+                line={"color": colour[namespace], "dash": dash},
             )
-        last = history.iloc[-1]
-        reach = history[history.gate_recall >= 0.9 * last.gate_recall].epoch.min()
+        last = stats.iloc[-1]
+        reach = stats[stats.gate_recall >= 0.9 * last.gate_recall].epoch.min()
+        n = int(last.gate_recall_n)
         sentences.append(
-            f"On {attack} the gate ends epoch {int(last.epoch)} at precision "
-            f"{pct(last.gate_precision)} and recall {pct(last.gate_recall)} "
-            f"({int(last.gate_flagged)} samples flagged); recall first reaches 90% of its "
-            f"final value at epoch {int(reach)}."
+            f"On {namespace} (N = {n} seed{'s' if n != 1 else ''}) the gate ends epoch "
+            f"{int(last.epoch)} at precision {pct_ci(last, 'gate_precision')} and recall "
+            f"{pct_ci(last, 'gate_recall')} ({ci(last, 'gate_flagged', digits=0)} "
+            f"samples flagged); mean recall first reaches 90% of its final value at epoch "
+            f"{int(reach)}."
         )
     figure.update_layout(xaxis_title="epoch", yaxis_tickformat=".0%", height=420)
     return with_reading(figure, title, " ".join(sentences))
@@ -188,26 +246,35 @@ def share_fraction(share: str) -> float:
 
 
 def potion_shares(results: pd.DataFrame) -> pd.DataFrame:
-    frame = metric_frame(results, shares=True)
+    """Per (namespace, method, benchmark share): healed and damage, mean and 95% interval
+    over seeds, and the share as a fraction."""
+    frame = per_seed(results, shares=True)
     if frame.empty or "poison_healed" not in frame:
         return pd.DataFrame()
-    frame["fraction"] = frame.discovery_share.map(share_fraction)
-    return frame
+    frame = frame[frame.discovery_share.str.startswith("share_")]
+    if frame.empty:
+        return pd.DataFrame()
+    stats = aggregate(
+        frame, ["namespace", "method", "discovery_share"], ["poison_healed", "model_damage"]
+    )
+    stats["fraction"] = stats.discovery_share.map(share_fraction)
+    return stats
 
 
 def healed_vs_share(results: pd.DataFrame) -> go.Figure:
-    title = "Poison healed against the discovered share of the poison"
+    title = "Poison healed against the discovered share of the poison (mean, 95% CI)"
     frame = potion_shares(results)
-    frame = frame[frame.fraction.notna()] if not frame.empty else frame
     if frame.empty:
         return nothing_to_show(title, "No Potion benchmark shares in this run.")
-    attacks = sorted(frame.attack.unique())
+    namespaces = sorted(frame.namespace.unique())
     methods = method_order(frame.method)
     colour = colours(methods)
-    figure = make_subplots(rows=1, cols=len(attacks), subplot_titles=attacks, shared_yaxes=True)
+    figure = make_subplots(
+        rows=1, cols=len(namespaces), subplot_titles=namespaces, shared_yaxes=True
+    )
     sentences = []
-    for col, attack in enumerate(attacks, start=1):
-        part = frame[frame.attack == attack]
+    for col, namespace in enumerate(namespaces, start=1):
+        part = frame[frame.namespace == namespace]
         for method in methods:
             line = part[part.method == method].sort_values("fraction")
             if line.empty:
@@ -215,6 +282,7 @@ def healed_vs_share(results: pd.DataFrame) -> go.Figure:
             figure.add_scatter(
                 x=line.fraction,
                 y=line.poison_healed,
+                error_y=error_bars(line.poison_healed_ci95.fillna(0)),
                 mode="lines+markers",
                 name=method,
                 legendgroup=method,
@@ -226,31 +294,32 @@ def healed_vs_share(results: pd.DataFrame) -> go.Figure:
         low, high = part.fraction.min(), part.fraction.max()
         best_low = part[part.fraction == low].sort_values("poison_healed").iloc[-1]
         best_high = part[part.fraction == high].sort_values("poison_healed").iloc[-1]
+        n = int(part.poison_healed_n.max())
         sentences.append(
-            f"On {attack}, with a share of {low:g} of the poison discovered the most healed "
-            f"is {best_low.method} ({pct(best_low.poison_healed)}); with a share of "
-            f"{high:g}, {best_high.method} ({pct(best_high.poison_healed)})."
+            f"On {namespace} (N = {n} seed{'s' if n != 1 else ''}), with a share of {low:g} "
+            f"of the poison discovered the most healed on average is {best_low.method} "
+            f"({pct_ci(best_low, 'poison_healed')}); with a share of {high:g}, "
+            f"{best_high.method} ({pct_ci(best_high, 'poison_healed')})."
         )
     figure.update_xaxes(title="discovered share", type="log")
-    figure.update_yaxes(range=[0, 1], tickformat=".0%")
+    figure.update_yaxes(range=[0, 1.05], tickformat=".0%")
     figure.update_yaxes(title="poison healed", col=1)
     figure.update_layout(height=420)
     return with_reading(figure, title, " ".join(sentences))
 
 
 def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
-    title = "Poison healed against model damage (one point per attack, method and share)"
+    title = "Poison healed against model damage (per namespace, method and share; 95% CI)"
     frame = potion_shares(results)
     if frame.empty or "model_damage" not in frame:
-        return nothing_to_show(title, "No Potion results in this run.")
-    # Benchmark shares only: one-shot and realistic discovery have their own table columns.
-    frame = frame[(frame.method != "none") & frame.fraction.notna()]
-    if frame.empty:
         return nothing_to_show(title, "No Potion benchmark shares in this run.")
+    frame = frame[frame.method != "none"]
+    if frame.empty:
+        return nothing_to_show(title, "No Potion method beside 'none' in this run.")
     methods = method_order(frame.method)
     colour = colours(methods)
     symbols = dict(
-        zip(sorted(frame.attack.unique()), ("circle", "square", "diamond", "x"), strict=False)
+        zip(sorted(frame.namespace.unique()), ("circle", "square", "diamond", "x"), strict=False)
     )
     figure = go.Figure()
     for method in methods:
@@ -258,25 +327,33 @@ def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
         figure.add_scatter(
             x=part.model_damage,
             y=part.poison_healed,
+            error_x=error_bars(part.model_damage_ci95.fillna(0)),
+            error_y=error_bars(part.poison_healed_ci95.fillna(0)),
             mode="markers",
             name=method,
             marker={
                 "color": colour[method],
                 "size": 10,
-                "symbol": [symbols.get(a, "circle") for a in part.attack],
+                "symbol": [symbols.get(a, "circle") for a in part.namespace],
             },
-            text=[f"{a} {s}" for a, s in zip(part.attack, part.discovery_share, strict=True)],
+            text=[f"{a} {s}" for a, s in zip(part.namespace, part.discovery_share, strict=True)],
             hovertemplate="%{text}<br>damage %{x:.1f} pp<br>healed %{y:.1%}",
         )
-    means = frame.groupby("method")[["poison_healed", "model_damage"]].mean()
+    # Pooled over namespaces, seeds and shares: the per-seed values behind the means.
+    pooled = per_seed(results, shares=True)
+    pooled = pooled[pooled.discovery_share.str.startswith("share_") & (pooled.method != "none")]
+    means = aggregate(pooled, ["method"], ["poison_healed", "model_damage"]).set_index("method")
     best = means.poison_healed.idxmax()
     gentlest = means.model_damage.idxmax()
     reading_text = (
-        f"Averaged over attacks and benchmark shares, {best} heals the most poison "
-        f"({pct(means.at[best, 'poison_healed'])} at {means.at[best, 'model_damage']:+.1f} "
+        f"Over namespaces, seeds and benchmark shares together (N = "
+        f"{int(means.at[best, 'poison_healed_n'])} for {best}), {best} heals the most poison "
+        f"({pct_ci(means.loc[best], 'poison_healed')} at "
+        f"{ci(means.loc[best], 'model_damage')} "
         f"points of clean accuracy); {gentlest} damages the model least "
-        f"({means.at[gentlest, 'model_damage']:+.1f} points, "
-        f"{pct(means.at[gentlest, 'poison_healed'])} healed). Marker shape is the attack."
+        f"({ci(means.loc[gentlest], 'model_damage')} "
+        f"points, {pct_ci(means.loc[gentlest], 'poison_healed')} healed). Marker shape is the "
+        "namespace; error bars are 95% intervals over seeds."
     )
     figure.add_vline(x=0, line_dash="dot")
     figure.update_layout(
@@ -290,78 +367,102 @@ def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
 
 def ptn_tradeoff(results: pd.DataFrame, traces: dict[str, pd.DataFrame]) -> go.Figure:
     """Accuracy on S_f and clean accuracy along each PTN search that was scored on the test
-    sets (``potion.tradeoff_shares``), the chosen alpha marked."""
+    sets (``potion.tradeoff_shares``), one curve per seed, the chosen alpha marked."""
     title = "PTN trade-off: accuracy on the discovered set and clean accuracy against alpha"
     scored = {
-        attack: trace[trace.clean_accuracy.notna()]
-        for attack, trace in traces.items()
+        replicate: trace[trace.clean_accuracy.notna()]
+        for replicate, trace in traces.items()
         if "clean_accuracy" in trace and trace.clean_accuracy.notna().any()
     }
     if not scored:
         return nothing_to_show(
             title, "No PTN search was scored on the test sets (potion.tradeoff_shares)."
         )
-    attacks = sorted(scored)
-    methods = method_order(pd.concat(scored.values()).method)
+    grouped = {
+        ns: pd.concat(
+            [
+                scored[r].assign(seed=int(r.rpartition(".seed_")[2]))
+                for r in scored
+                if namespace_of(r) == ns
+            ],
+            ignore_index=True,
+        )
+        for ns in sorted({namespace_of(r) for r in scored})
+    }
+    methods = method_order(pd.concat(grouped.values()).method)
     colour = colours(methods)
-    figure = make_subplots(rows=1, cols=len(attacks), subplot_titles=attacks, shared_yaxes=True)
+    namespaces = list(grouped)
+    figure = make_subplots(
+        rows=1, cols=len(namespaces), subplot_titles=namespaces, shared_yaxes=True
+    )
     sentences = []
-    for col, attack in enumerate(attacks, start=1):
-        trace = scored[attack]
-        for (method, share), steps in trace.groupby(["method", "share"], sort=False):
-            steps = steps.sort_values("step")
-            for metric, dash, label in (
-                ("forget_accuracy", "solid", "acc. on S_f"),
-                ("clean_accuracy", "dash", "clean acc."),
-            ):
+    for col, namespace in enumerate(namespaces, start=1):
+        trace = grouped[namespace]
+        for (method, share), runs in trace.groupby(["method", "share"], sort=False):
+            chosen, unchanged, steps_taken = [], 0, []
+            for seed, steps in runs.groupby("seed"):
+                steps = steps.sort_values("step")
+                steps_taken.append(len(steps))
+                for metric, dash, label in (
+                    ("forget_accuracy", "solid", "acc. on S_f"),
+                    ("clean_accuracy", "dash", "clean acc."),
+                ):
+                    figure.add_scatter(
+                        x=steps.alpha,
+                        y=steps[metric],
+                        mode="lines+markers",
+                        name=f"{method} {label}",
+                        legendgroup=method,
+                        showlegend=bool(col == 1 and seed == runs.seed.min()),
+                        line={"color": colour[method], "dash": dash, "width": 1.5},
+                        marker={"size": 4},
+                        hovertemplate=f"seed {seed}<br>alpha %{{x:.3g}}<br>%{{y:.1%}}",
+                        row=1,
+                        col=col,
+                    )
+                step = chosen_step(results, namespace, seed, method, share, steps)
+                if step is None:
+                    unchanged += 1
+                    continue
+                chosen.append(step)
                 figure.add_scatter(
-                    x=steps.alpha,
-                    y=steps[metric],
-                    mode="lines+markers",
-                    name=f"{method} {label}",
+                    x=[step.alpha, step.alpha],
+                    y=[step.forget_accuracy, step.clean_accuracy],
+                    mode="markers",
+                    marker={"symbol": "star", "size": 14, "color": colour[method]},
+                    name=f"{method} chosen",
                     legendgroup=method,
-                    showlegend=col == 1,
-                    line={"color": colour[method], "dash": dash},
-                    marker={"size": 5},
+                    showlegend=False,
+                    hovertemplate=f"seed {seed}: chosen alpha %{{x:.3g}}<br>%{{y:.1%}}",
                     row=1,
                     col=col,
                 )
-            chosen = chosen_step(results, attack, method, share, steps)
-            if chosen is None:
-                sentences.append(
-                    f"{method} on {attack} ({share}) did not meet PTN's condition in "
-                    f"{len(steps)} steps; the model was left unchanged."
+            n = runs.seed.nunique()
+            text = (
+                f"{method} on {namespace} ({share}, N = {n} seed{'s' if n != 1 else ''}): "
+                f"{with_interval(*interval(steps_taken)[:2], 1, 0)} steps"
+            )
+            if chosen:
+                picked = pd.DataFrame(chosen)
+                text += (
+                    f"; at the chosen alpha accuracy on S_f is "
+                    f"{with_interval(*interval(picked.forget_accuracy)[:2], 100)}% and clean "
+                    f"accuracy {with_interval(*interval(picked.clean_accuracy)[:2], 100)}%"
                 )
-                continue
-            figure.add_scatter(
-                x=[chosen.alpha, chosen.alpha],
-                y=[chosen.forget_accuracy, chosen.clean_accuracy],
-                mode="markers",
-                marker={"symbol": "star", "size": 16, "color": colour[method]},
-                name=f"{method} chosen",
-                legendgroup=method,
-                showlegend=False,
-                hovertemplate="chosen alpha %{x:.3g}<br>%{y:.1%}",
-                row=1,
-                col=col,
-            )
-            first = steps.iloc[0]
-            sentences.append(
-                f"{method} on {attack} ({share}): {len(steps)} steps took alpha from "
-                f"{first.alpha:.3g} to {chosen.alpha:.3g}; accuracy on S_f fell from "
-                f"{pct(first.forget_accuracy)} to {pct(chosen.forget_accuracy)} while clean "
-                f"accuracy went from {pct(first.clean_accuracy)} to {pct(chosen.clean_accuracy)}."
-            )
+            if unchanged:
+                text += f"; {unchanged} search(es) never met PTN's condition (model unchanged)"
+            sentences.append(text + ".")
     figure.update_xaxes(title="alpha (selection threshold)", type="log", autorange="reversed")
-    figure.update_yaxes(range=[0, 1], tickformat=".0%")
+    figure.update_yaxes(range=[0, 1.05], tickformat=".0%")
     figure.update_layout(height=450)
     return with_reading(figure, title, " ".join(sentences))
 
 
-def chosen_step(results, attack, method, share, steps) -> pd.Series | None:
+def chosen_step(results, namespace, seed, method, share, steps) -> pd.Series | None:
     """The trace step PTN returned: its last step if the search converged."""
     mask = (
-        (results.attack == attack)
+        (results.namespace == namespace)
+        & (results.seed == seed)
         & (results.method == method)
         & (results.discovery_share == share)
         & (results.metric == "ptn_converged")
@@ -373,57 +474,77 @@ def chosen_step(results, attack, method, share, steps) -> pd.Series | None:
 
 
 def timing(results: pd.DataFrame) -> go.Figure:
-    title = "Wall time per attack and method"
+    title = "Wall time per attack and method (mean and 95% interval over seeds)"
     rows = results[results.metric.isin(["seconds", "seconds_per_epoch"])]
     if rows.empty:
         return nothing_to_show(title, "No timings in this run.")
-    table = (
-        rows.pivot_table(
-            index=["attack", "method"], columns="metric", values="value", aggfunc="median"
-        )
-        .reindex(columns=["seconds", "seconds_per_epoch"])
-        .reset_index()
-    )
+    per_run = rows.pivot_table(
+        index=["namespace", "method", "seed"], columns="metric", values="value", aggfunc="median"
+    ).reset_index()
+    table = aggregate(per_run, ["namespace", "method"], ["seconds", "seconds_per_epoch"])
+    for column in ("seconds", "seconds_per_epoch"):
+        if column not in table:
+            table[column] = math.nan
+            table[f"{column}_ci95"] = math.nan
+            table[f"{column}_n"] = 0
     order = {m: i for i, m in enumerate(method_order(table.method))}
     table = table.sort_values(
-        ["attack", "method"], key=lambda c: c.map(order) if c.name == "method" else c
+        ["namespace", "method"], key=lambda c: c.map(order) if c.name == "method" else c
     )
     figure = go.Figure(
         go.Table(
             header={
-                "values": ["attack", "method", "seconds (median over shares)", "seconds per epoch"]
+                "values": [
+                    "namespace",
+                    "method",
+                    "N seeds",
+                    "seconds (median over shares)",
+                    "seconds per epoch",
+                ]
             },
             cells={
                 "values": [
-                    table.attack,
+                    table.namespace,
                     table.method,
-                    table.seconds.map(lambda v: f"{v:.1f}"),
-                    table.seconds_per_epoch.map(lambda v: "" if math.isnan(v) else f"{v:.2f}"),
+                    table.seconds_n,
+                    [
+                        with_interval(m, h)
+                        for m, h in zip(table.seconds, table.seconds_ci95, strict=True)
+                    ],
+                    [
+                        "" if math.isnan(m) else with_interval(m, h, 1, 2)
+                        for m, h in zip(
+                            table.seconds_per_epoch, table.seconds_per_epoch_ci95, strict=True
+                        )
+                    ],
                 ]
             },
         )
     )
     sentences = []
-    per = table.set_index(["attack", "method"])
-    for attack in table.attack.unique():
+    per = table.set_index(["namespace", "method"])
+    for namespace in table.namespace.unique():
         cell = {
-            m: per.loc[(attack, m)]
+            m: per.loc[(namespace, m)]
             for m in ("ieu", "none", "xlf_ptn", "eu")
-            if (attack, m) in per.index
+            if (namespace, m) in per.index
         }
         if {"ieu", "none"} <= set(cell):
             ratio = cell["ieu"].seconds_per_epoch / cell["none"].seconds_per_epoch
-            sentences.append(f"On {attack} an IEU epoch takes {ratio:.2f}x an undefended one.")
+            sentences.append(
+                f"On {namespace} an IEU epoch takes {ratio:.2f}x an undefended one (means)."
+            )
         if {"xlf_ptn", "eu"} <= set(cell):
             xlf, eu = cell["xlf_ptn"].seconds, cell["eu"].seconds
             sentences.append(
-                f"On {attack} XLF+PTN takes {xlf:.1f} s, {xlf / eu:.3f}x the {eu:.1f} s of EU "
-                "retraining."
+                f"On {namespace} XLF+PTN takes {xlf:.1f} s, {xlf / eu:.3f}x the {eu:.1f} s of "
+                "EU retraining (means)."
             )
     if not sentences:
         slowest = table.sort_values("seconds").iloc[-1]
         sentences.append(
-            f"The slowest step is {slowest.method} on {slowest.attack} ({slowest.seconds:.1f} s)."
+            f"The slowest step is {slowest.method} on {slowest.namespace} "
+            f"({slowest.seconds:.1f} s on average)."
         )
     figure.update_layout(height=max(250, 40 + 28 * len(table)))
     return with_reading(figure, title, " ".join(sentences))

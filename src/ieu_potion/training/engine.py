@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import random
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
@@ -208,6 +210,25 @@ class History:
         return pd.DataFrame(self.epochs)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed every global generator a model's construction or training may draw from
+    (Python's, NumPy's legacy one, torch's on every device); call it right before use."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Deterministic algorithms on CUDA (cuBLAS workspace, no cuDNN autotuning, torch's
+    deterministic kernels); the CPU path is deterministic anyway.  docs/reproducibility.md
+    says what it costs."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = enabled
+
+
 def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -223,7 +244,7 @@ def fit(
 ) -> History:
     """Train ``model`` in place on ``data``; ``evaluate(model) -> dict`` runs each epoch."""
     device = config.torch_device()
-    torch.manual_seed(config.seed)
+    seed_everything(config.seed)
     model.to(device).train()
     optimizer = make_optimizer(model, device)
     steps_per_epoch = math.ceil(len(data) / config.batch_size)

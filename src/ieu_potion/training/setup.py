@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from typing import Any
 
-import pandas as pd
 from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.models import ModelSpec, build_model, input_size, is_vit, normalisation
 from ieu_potion.models.factory import WEIGHT_SOURCES, load_backbone, read_state_dict, shallow_vit
-from ieu_potion.reporting.results import run_summary
 from ieu_potion.training.engine import (
     CrossEntropy,
     History,
@@ -20,6 +19,7 @@ from ieu_potion.training.engine import (
     TrainConfig,
     accuracy,
     fit,
+    seed_everything,
 )
 from ieu_potion.training.engine import clean_accuracy_and_asr as _ca_asr
 from ieu_potion.training.views import ViewMaker
@@ -55,17 +55,22 @@ def prepare_backbone(
     pretrain_set: ImageSet,
     test_set: ImageSet,
     pretrain: dict[str, Any],
+    seed: int = 0,
 ) -> tuple[nn.Module, History]:
     """The robust module's starting weights, from the configured source.
 
     ``pretrain`` (the offline default) trains from scratch on the clean pretraining split;
     ``checkpoint`` loads a local file; ``timm`` lets timm download its pretrained weights
     (opt-in: needs the internet); ``scratch`` starts from random weights.  The head is
-    always fresh for the data set's classes.
+    always fresh for the data set's classes.  ``seed`` is added to the pretraining seed,
+    which also seeds the model's initial weights (and the fresh head).
     """
     check_weights(weights)
     source = weights["source"]
     history = History()
+    config = TrainConfig.from_params(pretrain["train"])
+    config = dataclasses.replace(config, seed=config.seed + seed)
+    seed_everything(config.seed)
     if source == "timm":
         log.info("asking timm for pretrained %s weights (downloads if not cached)", spec.name)
         model = build_model(spec, pretrained=True)
@@ -79,7 +84,6 @@ def prepare_backbone(
                 "weight source 'pretrain' needs a non-empty pretraining split "
                 "(data_split.pretrain_fraction > 0)"
             )
-        config = TrainConfig.from_params(pretrain["train"])
         views = view_maker(model, config)
         history = fit(
             model,
@@ -95,9 +99,11 @@ def prepare_backbone(
     return model, history
 
 
-def make_gate(backbone: nn.Module, gate: dict[str, Any], depth: int) -> nn.Module:
+def make_gate(backbone: nn.Module, gate: dict[str, Any], depth: int, seed: int) -> nn.Module:
     """The poisoned module: the backbone ViT truncated to ``depth`` blocks with a fresh
-    head, or, where the robust module is no ViT, the configured ViT from scratch."""
+    head, or, where the robust module is no ViT, the configured ViT from scratch; its new
+    weights are drawn from ``seed``."""
+    seed_everything(seed)
     if is_vit(backbone):
         return shallow_vit(backbone, depth)
     spec = ModelSpec.from_params(gate, backbone.spec.num_classes).with_kwargs(depth=depth)
@@ -111,12 +117,11 @@ def finetune(
     triggered_test: ImageSet,
     config: TrainConfig,
     objective: Objective,
-    attack: dict[str, Any],
-    dataset_name: str,
-    method: str,
-) -> tuple[nn.Module, pd.DataFrame, pd.DataFrame]:
+    target_class: int,
+    name: str,
+) -> tuple[nn.Module, History]:
     """Finetune a copy of ``backbone`` with ``objective``, evaluating CA and ASR each
-    epoch: (model, per-epoch history, rows for the results table)."""
+    epoch: (model, history)."""
     model = copy.deepcopy(backbone)
     views = view_maker(model, config)
     history = fit(
@@ -125,8 +130,7 @@ def finetune(
         objective,
         config,
         views,
-        evaluator(clean_test, triggered_test, attack["target_class"], views),
-        name=method,
+        evaluator(clean_test, triggered_test, target_class, views),
+        name=name,
     )
-    rows = run_summary(history, dataset_name, attack["name"], method, config.seed)
-    return model, history.table(), rows
+    return model, history

@@ -25,7 +25,7 @@ from torch import nn
 
 from ieu_potion import kernels
 from ieu_potion.data.imageset import ImageSet
-from ieu_potion.reporting.results import REALISTIC, result_rows
+from ieu_potion.results import REALISTIC, RunKey
 from ieu_potion.training.engine import accuracy, clean_accuracy_and_asr
 from ieu_potion.training.views import ViewMaker
 from ieu_potion.unlearning.importance import flat_parameters, importances, load_flat_parameters
@@ -162,11 +162,13 @@ def run_potion(
     views: ViewMaker,
     config: PotionConfig,
     retrain: Callable[[ImageSet], dict[str, float]] | None,
+    seed: int = 0,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     """Every configured method on every subset: (metric records, PTN trace table).
 
     A record holds ``share``, ``method`` and the metrics, including ``model_damage`` (clean
-    accuracy change in points) and ``seconds``.  ``retrain(retain_set)`` runs EU.
+    accuracy change in points) and ``seconds``.  ``retrain(retain_set)`` runs EU; ``seed``
+    draws the augmentations the importances are computed on.
     """
     theta0 = flat_parameters(model)
     before = evaluator.metrics(theta0)
@@ -198,7 +200,7 @@ def run_potion(
 
     def importance(kind: str, data: ImageSet) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
-        value = importances(model, data, kind, views, config.importance_batch_size)
+        value = importances(model, data, kind, views, config.importance_batch_size, seed)
         return value, time.perf_counter() - start
 
     for share, indices in subsets.items():
@@ -273,11 +275,9 @@ def run_potion(
     return records, trace
 
 
-def records_to_rows(records: list[dict[str, Any]], dataset: str, attack: str, seed: int):
+def records_to_rows(records: list[dict[str, Any]], key: RunKey) -> pd.DataFrame:
     frames = []
     for rec in records:
         metrics = {k: v for k, v in rec.items() if k not in ("share", "method")}
-        frames.append(
-            result_rows(dataset, attack, rec["method"], seed, metrics, discovery_share=rec["share"])
-        )
+        frames.append(key.rows(rec["method"], metrics, discovery_share=rec["share"]))
     return pd.concat(frames, ignore_index=True)

@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
+from ieu_potion.results import RunKey, final_metrics
 from ieu_potion.training.engine import CrossEntropy, TrainConfig
 from ieu_potion.training.setup import finetune
 
@@ -18,18 +19,18 @@ def finetune_undefended(
     triggered_test: ImageSet,
     finetune_params: dict[str, Any],
     attack: dict[str, Any],
-    dataset_name: str,
+    key: RunKey,
 ):
     """Plain CE on the clean and corrupted crops, the same schedule as IEU's stage 2."""
-    config = TrainConfig.from_params(finetune_params)
-    return finetune(
+    model, history = finetune(
         backbone,
         poisoned_train,
         clean_test,
         triggered_test,
-        config,
+        key.replicate(TrainConfig.from_params(finetune_params)),
         CrossEntropy(("clean", "corrupted")),
-        attack,
-        dataset_name,
+        attack["target_class"],
         "none",
     )
+    table = history.table()
+    return model, table, key.rows("none", final_metrics(table, history.seconds))

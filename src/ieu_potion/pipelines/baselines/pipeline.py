@@ -7,14 +7,20 @@ from typing import Any
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.baselines import nodes
-from ieu_potion.pipelines.templating import namespaces, per_namespace, shared_parameters
+from ieu_potion.pipelines.templating import (
+    Replicate,
+    bound,
+    namespaces,
+    per_namespace,
+    shared_parameters,
+)
 
 
-def baselines_template() -> Pipeline:
+def baselines_template(replicate: Replicate) -> Pipeline:
     return pipeline(
         [
             node(
-                nodes.finetune_undefended,
+                bound(nodes.finetune_undefended, key=replicate.key("none")),
                 [
                     "backbone",
                     "poisoned_train",
@@ -22,7 +28,6 @@ def baselines_template() -> Pipeline:
                     "triggered_test",
                     "params:finetune",
                     "params:attack",
-                    "params:dataset_name",
                 ],
                 ["none_model", "none_history", "results_none"],
                 name="finetune_undefended",
@@ -35,10 +40,10 @@ def create_pipeline(params: dict[str, Any]) -> Pipeline:
     """The undefended finetune for ``baselines.attacks`` and for every namespace Potion
     repairs (it needs that model)."""
     return per_namespace(
-        baselines_template(),
+        baselines_template,
         params,
         "baselines",
         {"backbone", "clean_test"},
-        shared_parameters("finetune", "dataset_name"),
+        shared_parameters("finetune"),
         extra=tuple(namespaces(params, "potion_unlearning")),
     )

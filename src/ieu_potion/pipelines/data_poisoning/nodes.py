@@ -12,6 +12,7 @@ from ieu_potion.attacks import triggered_test_set as _triggered_test_set
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.data.split import split_pretraining
 from ieu_potion.reporting.gallery import attack_gallery
+from ieu_potion.results import RunKey
 
 
 def split_source(source: dict[str, ImageSet], params: dict[str, Any]):
@@ -22,16 +23,18 @@ def split_source(source: dict[str, ImageSet], params: dict[str, Any]):
     return pretrain, finetune, source["test"]
 
 
-def poison_train(finetune: ImageSet, attack: dict[str, Any]) -> ImageSet:
-    return poison_training_set(finetune, AttackConfig.from_params(attack))
+def poison_train(finetune: ImageSet, attack: dict[str, Any], key: RunKey) -> ImageSet:
+    return poison_training_set(finetune, key.replicate(AttackConfig.from_params(attack)))
 
 
-def trigger_test(test: ImageSet, attack: dict[str, Any]) -> ImageSet:
-    return _triggered_test_set(test, AttackConfig.from_params(attack))
+def trigger_test(test: ImageSet, attack: dict[str, Any], key: RunKey) -> ImageSet:
+    return _triggered_test_set(test, key.replicate(AttackConfig.from_params(attack)))
 
 
-def draw_discovery_subsets(poisoned: ImageSet, discovery: dict[str, Any]) -> dict[str, np.ndarray]:
-    return discovery_subsets(poisoned, discovery["shares"], discovery["seed"])
+def draw_discovery_subsets(
+    poisoned: ImageSet, discovery: dict[str, Any], key: RunKey
+) -> dict[str, np.ndarray]:
+    return discovery_subsets(poisoned, discovery["shares"], discovery["seed"] + key.seed)
 
 
 def gallery(

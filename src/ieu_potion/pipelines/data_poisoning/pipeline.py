@@ -11,7 +11,7 @@ from typing import Any
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.data_poisoning import nodes
-from ieu_potion.pipelines.templating import per_namespace
+from ieu_potion.pipelines.templating import Replicate, bound, per_namespace
 
 
 def split_pipeline() -> Pipeline:
@@ -28,23 +28,24 @@ def split_pipeline() -> Pipeline:
     )
 
 
-def attack_template() -> Pipeline:
+def attack_template(replicate: Replicate) -> Pipeline:
+    key = replicate.key("data")
     return pipeline(
         [
             node(
-                nodes.poison_train,
+                bound(nodes.poison_train, key=key),
                 ["finetune_images", "params:attack"],
                 "poisoned_train",
                 name="poison_train",
             ),
             node(
-                nodes.trigger_test,
+                bound(nodes.trigger_test, key=key),
                 ["clean_test", "params:attack"],
                 "triggered_test",
                 name="trigger_test",
             ),
             node(
-                nodes.draw_discovery_subsets,
+                bound(nodes.draw_discovery_subsets, key=key),
                 ["poisoned_train", "params:discovery"],
                 "discovery_subsets",
                 name="draw_discovery_subsets",
@@ -65,6 +66,6 @@ def create_pipeline(params: dict[str, Any]) -> Pipeline:
         "params:gallery_examples": "params:data_poisoning.gallery_examples",
     }
     per_attack = per_namespace(
-        attack_template(), params, "data_poisoning", {"finetune_images", "clean_test"}, shared
+        attack_template, params, "data_poisoning", {"finetune_images", "clean_test"}, shared
     )
     return split_pipeline() + per_attack

@@ -7,29 +7,49 @@ from typing import Any
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.ieu_finetune import nodes
-from ieu_potion.pipelines.templating import per_namespace, shared_parameters
+from ieu_potion.pipelines.templating import (
+    Replicate,
+    backbone_namespace,
+    bound,
+    per_namespace,
+    seeds,
+    shared_parameters,
+)
 
 
-def backbone_pipeline() -> Pipeline:
-    """The robust module's starting weights, shared by every method and attack."""
+def backbone_pipeline(params: dict[str, Any]) -> Pipeline:
+    """The robust module's starting weights: one shared by every attack and seed (the
+    default), or one per seed (``backbone_per_seed``, namespace ``seed_<s>``)."""
+    copies = []
+    for seed in seeds(params) if backbone_namespace(params, 0) else [0]:
+        template = pipeline(
+            [
+                node(
+                    bound(nodes.backbone, seed=seed),
+                    ["pretrain_images", "clean_test", "params:model"],
+                    ["backbone", "backbone_history"],
+                    name="backbone",
+                    tags=["models"],
+                ),
+            ]
+        )
+        copies.append(
+            pipeline(
+                template,
+                namespace=backbone_namespace(params, seed),
+                inputs={"pretrain_images", "clean_test"},
+                parameters={"params:model"},
+            )
+        )
+    return sum(copies, Pipeline([]))
+
+
+def ieu_template(replicate: Replicate) -> Pipeline:
+    key = replicate.key("ieu")
     return pipeline(
         [
             node(
-                nodes.backbone,
-                ["pretrain_images", "clean_test", "params:model"],
-                ["backbone", "backbone_history"],
-                name="backbone",
-                tags=["models"],
-            ),
-        ]
-    )
-
-
-def ieu_template() -> Pipeline:
-    return pipeline(
-        [
-            node(
-                nodes.train_gate,
+                bound(nodes.train_gate, key=key),
                 ["backbone", "poisoned_train", "params:model", "params:ieu"],
                 ["ieu_gate", "gate_history"],
                 name="train_gate",
@@ -41,7 +61,7 @@ def ieu_template() -> Pipeline:
                 name="gate_confidences",
             ),
             node(
-                nodes.finetune_ieu,
+                bound(nodes.finetune_ieu, key=key),
                 [
                     "backbone",
                     "ieu_gate",
@@ -51,7 +71,6 @@ def ieu_template() -> Pipeline:
                     "params:finetune",
                     "params:ieu",
                     "params:attack",
-                    "params:dataset_name",
                 ],
                 ["ieu_model", "ieu_history", "results_ieu"],
                 name="finetune_ieu",
@@ -62,9 +81,9 @@ def ieu_template() -> Pipeline:
 
 def create_pipeline(params: dict[str, Any]) -> Pipeline:
     return per_namespace(
-        ieu_template(),
+        ieu_template,
         params,
         "ieu_finetune",
         {"backbone", "clean_test"},
-        shared_parameters("model", "ieu", "finetune", "dataset_name"),
+        shared_parameters("model", "ieu", "finetune"),
     )

@@ -8,7 +8,8 @@ import numpy as np
 from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
-from ieu_potion.reporting.results import potion_table
+from ieu_potion.reporting.tables import potion_table
+from ieu_potion.results import RunKey
 from ieu_potion.training.engine import CrossEntropy, TrainConfig
 from ieu_potion.training.setup import finetune, view_maker
 from ieu_potion.unlearning.potion import (
@@ -41,40 +42,36 @@ def unlearn_poison(
     potion: dict[str, Any],
     finetune_params: dict[str, Any],
     attack: dict[str, Any],
-    dataset_name: str,
+    key: RunKey,
 ):
     """Every configured method on every discovered subset: (results rows, PTN trace)."""
     config = PotionConfig.from_params(potion)
-    recipe = TrainConfig.from_params(finetune_params)
+    recipe = key.replicate(TrainConfig.from_params(finetune_params))
     views = view_maker(poisoned_model, recipe)
-    evaluator = Evaluator(poisoned_model, views, clean_test, triggered_test, attack["target_class"])
+    target = attack["target_class"]
+    evaluator = Evaluator(poisoned_model, views, clean_test, triggered_test, target)
 
     def retrain(retain: ImageSet) -> dict[str, float]:
-        _, history, _ = finetune(
+        _, history = finetune(
             backbone,
             retain,
             clean_test,
             triggered_test,
             recipe,
             CrossEntropy(("clean", "corrupted")),
-            attack,
-            dataset_name,
+            target,
             "eu",
         )
-        return {
-            k: float(history[k].iloc[-1])
-            for k in ("clean_accuracy", "attack_success_rate", "poison_healed")
-        }
+        last = history.epochs[-1]
+        return {k: last[k] for k in ("clean_accuracy", "attack_success_rate", "poison_healed")}
 
     records, trace = run_potion(
-        poisoned_model, poisoned_train, subsets, evaluator, views, config, retrain
+        poisoned_model, poisoned_train, subsets, evaluator, views, config, retrain, key.seed
     )
-    rows = records_to_rows(records, dataset_name, attack["name"], recipe.seed)
-    return rows, trace
+    return records_to_rows(records, key), trace
 
 
-def summarise(results, attack: dict[str, Any], dataset_name: str):
-    """Table 1 analogue for this attack: healed and damage, mean and std over shares;
-    one-shot and realistic discovery apart.  ``results`` is the shared table (all runs)."""
-    mine = results[(results.attack == attack["name"]) & (results.dataset == dataset_name)]
-    return potion_table(mine)
+def summarise(results):
+    """Table 1 analogue for this attack and seed: healed and damage over shares; one-shot
+    and realistic discovery apart."""
+    return potion_table(results)

@@ -7,15 +7,16 @@ flags, which pulls the gate's training into the run).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.potion_unlearning import nodes
-from ieu_potion.pipelines.templating import per_namespace, shared_parameters
+from ieu_potion.pipelines.templating import Replicate, bound, per_namespace, shared_parameters
 
 
-def potion_template(discovery: str) -> Pipeline:
+def potion_template(discovery: str, replicate: Replicate) -> Pipeline:
     if discovery == "realistic":
         select = node(
             nodes.realistic_subsets,
@@ -34,7 +35,7 @@ def potion_template(discovery: str) -> Pipeline:
         [
             select,
             node(
-                nodes.unlearn_poison,
+                bound(nodes.unlearn_poison, key=replicate.key("potion")),
                 [
                     "none_model",
                     "backbone",
@@ -45,14 +46,13 @@ def potion_template(discovery: str) -> Pipeline:
                     "params:potion",
                     "params:finetune",
                     "params:attack",
-                    "params:dataset_name",
                 ],
                 ["results_potion", "potion_trace"],
                 name="unlearn_poison",
             ),
             node(
                 nodes.summarise,
-                ["results_potion", "params:attack", "params:dataset_name"],
+                "results_potion",
                 "potion_summary",
                 name="potion_summary",
             ),
@@ -63,9 +63,9 @@ def potion_template(discovery: str) -> Pipeline:
 def create_pipeline(params: dict[str, Any]) -> Pipeline:
     discovery = (params.get("potion") or {}).get("discovery", "benchmark")
     return per_namespace(
-        potion_template(discovery),
+        partial(potion_template, discovery),
         params,
         "potion_unlearning",
         {"backbone", "clean_test"},
-        shared_parameters("potion", "finetune", "dataset_name"),
+        shared_parameters("potion", "finetune"),
     )

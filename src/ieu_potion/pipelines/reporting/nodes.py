@@ -10,56 +10,59 @@ import plotly.graph_objects as go
 
 from ieu_potion.reporting import figures
 from ieu_potion.reporting.report import Section, render
-from ieu_potion.reporting.results import potion_table
-from ieu_potion.reporting.tables import run_results, summary_wide
+from ieu_potion.reporting.tables import current_rows, main_table, potion_table
 
 
-def collect_results(dataset_name: str, *tables: pd.DataFrame, attacks: list[str]) -> pd.DataFrame:
-    return run_results(list(tables), dataset_name, attacks)
+def collect_results(*tables: pd.DataFrame, fingerprints: list[str], configurations: dict[str, Any]):
+    """(the current configuration's rows, the same rows for the archive of every run in
+    this data folder, the parameters behind each fingerprint)."""
+    rows = current_rows(list(tables), fingerprints)
+    return rows, rows, configurations
 
 
 def summary_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The wide CA/ASR table and the Potion Table 1 analogue."""
-    has_potion = (results.discovery_share != "none").any() and "poison_healed" in set(
-        results.metric
-    )
-    return summary_wide(results), potion_table(results) if has_potion else pd.DataFrame(
-        {"attack": []}
-    )
+    """The main CA/ASR table and the Potion Table 1 analogue."""
+    return main_table(results), potion_table(results)
 
 
 def confidence_figure(
-    ieu: dict[str, Any], *arrays: dict[str, np.ndarray], attacks: list[str]
+    ieu: dict[str, Any], *arrays: dict[str, np.ndarray], replicates: list[str]
 ) -> go.Figure:
     tau = float(ieu["defence"]["tau"])
-    return figures.confidence_cdf(dict(zip(attacks, arrays, strict=True)), tau)
+    return figures.confidence_cdf(dict(zip(replicates, arrays, strict=True)), tau)
 
 
-def gate_history_figure(*histories: pd.DataFrame, attacks: list[str]) -> go.Figure:
-    return figures.gate_history(dict(zip(attacks, histories, strict=True)))
+def gate_history_figure(*histories: pd.DataFrame, replicates: list[str]) -> go.Figure:
+    return figures.gate_history(dict(zip(replicates, histories, strict=True)))
 
 
-def tradeoff_figure(results: pd.DataFrame, *traces: pd.DataFrame, attacks: list[str]) -> go.Figure:
-    return figures.ptn_tradeoff(results, dict(zip(attacks, traces, strict=True)))
+def tradeoff_figure(
+    results: pd.DataFrame, *traces: pd.DataFrame, replicates: list[str]
+) -> go.Figure:
+    return figures.ptn_tradeoff(results, dict(zip(replicates, traces, strict=True)))
 
 
 def report(
     parameters: dict[str, Any],
     results: pd.DataFrame,
-    summary: pd.DataFrame,
+    main: pd.DataFrame,
     potion: pd.DataFrame,
     *figs: go.Figure,
     galleries: int,
 ) -> str:
     """The HTML page; ``figs`` are the report figures followed by ``galleries`` attack
     galleries."""
-    main, gallery = list(figs[: len(figs) - galleries]), list(figs[len(figs) - galleries :])
-    sections = [Section("Figures", main)]
+    plots, gallery = list(figs[: len(figs) - galleries]), list(figs[len(figs) - galleries :])
+    sections = [Section("Figures", plots)]
     if gallery:
         sections.append(Section("Attack gallery", gallery))
     tables = {
-        "Main table: clean accuracy and ASR (percent)": summary,
-        "Potion: poison healed and model damage over discovery shares": potion,
-        "All results (long format)": results,
+        "Main table: clean accuracy and ASR (percent), mean ± 95% interval over seeds "
+        "(Student t), N seeds; 'vs none' says whether the interval overlaps the undefended "
+        "model's": main,
+        "Potion: poison healed and model damage, mean ± 95% interval over seeds and "
+        "discovery shares together (Student t), N = seeds x shares; one-shot and realistic "
+        "over seeds": potion,
+        "All results of the current configuration (long format)": results,
     }
     return render(parameters.get("dataset_name", ""), parameters, tables, sections)

@@ -1,77 +1,107 @@
 """reporting: built from the outputs of the other pipelines of the same run.
 
 The inputs are found by name among ``upstream``'s outputs, so the report covers exactly
-the attacks and methods the run produces: every ``<ns>.results_*`` table, the gate
+the attacks, seeds and methods the run produces: every ``<ns>.seed_<s>.results_*`` table
+(joined by one node, which keeps only rows of the current configuration), the gate
 confidences and stage-1 histories of IEU namespaces, the PTN traces of Potion namespaces
 and the galleries of data_poisoning.
 """
 
 from __future__ import annotations
 
-from functools import partial, update_wrapper
+from typing import Any
 
 from kedro.pipeline import Pipeline, node
 
 from ieu_potion.pipelines.reporting import nodes
+from ieu_potion.pipelines.templating import Replicate, bound, configuration
 from ieu_potion.reporting import figures
+
+FIGURES = (
+    "ca_asr",
+    "gate_confidence_cdf",
+    "gate_history",
+    "healed_vs_share",
+    "healed_vs_damage",
+    "ptn_tradeoff",
+    "timing",
+)
 
 
 def _outputs(upstream: Pipeline, suffix: str) -> dict[str, str]:
-    """namespace -> dataset for every output named ``<namespace>.<suffix>``."""
+    """replicate (``<ns>.seed_<s>``) -> dataset for every output named ``<...>.<suffix>``."""
     found = {}
     for name in sorted(upstream.all_outputs()):
-        namespace, _, local = name.rpartition(".")
-        if namespace and local == suffix:
-            found[namespace] = name
+        replicate, _, local = name.rpartition(".")
+        if replicate and local == suffix:
+            found[replicate] = name
     return found
 
 
-def _bound(function, **kwargs):
-    """``function`` with keyword arguments fixed, keeping its name for Kedro."""
-    return update_wrapper(partial(function, **kwargs), function)
+def first_seed(per_replicate: dict[str, str]) -> dict[str, str]:
+    """One entry per attack namespace: its lowest seed's (galleries look alike)."""
+    chosen: dict[str, tuple[int, str]] = {}
+    for replicate, dataset in per_replicate.items():
+        namespace, _, seed = replicate.rpartition(".seed_")
+        if namespace not in chosen or int(seed) < chosen[namespace][0]:
+            chosen[namespace] = (int(seed), dataset)
+    return {ns: dataset for ns, (_, dataset) in sorted(chosen.items())}
 
 
-def create_pipeline(upstream: Pipeline) -> Pipeline:
-    results = sorted(
-        n for n in upstream.all_outputs() if n.rpartition(".")[2].startswith("results_")
-    )
-    attacks = sorted({n.rpartition(".")[0] for n in results})
+def expected_rows(params: dict[str, Any], upstream: Pipeline):
+    """(results datasets, the fingerprint each must carry, the configuration per
+    fingerprint) for the run's current parameters."""
+    results, fingerprints, configurations = [], [], {}
+    for name in sorted(upstream.all_outputs()):
+        replicate, _, local = name.rpartition(".")
+        if not local.startswith("results_"):
+            continue
+        namespace, _, seed = replicate.rpartition(".seed_")
+        family = local.removeprefix("results_")
+        key = Replicate(namespace, int(seed), params).key(family)
+        results.append(name)
+        fingerprints.append(key.fingerprint)
+        configurations[key.fingerprint] = {
+            "family": family,
+            "namespace": namespace,
+            "parameters": configuration(params, namespace, family),
+        }
+    return results, fingerprints, dict(sorted(configurations.items()))
+
+
+def create_pipeline(params: dict[str, Any], upstream: Pipeline) -> Pipeline:
+    results, fingerprints, configurations = expected_rows(params, upstream)
     confidences = _outputs(upstream, "gate_confidence")
     histories = _outputs(upstream, "gate_history")
     traces = _outputs(upstream, "potion_trace")
-    galleries = _outputs(upstream, "attack_gallery")
-    figure_names = [
-        "ca_asr",
-        "gate_confidence_cdf",
-        "gate_history",
-        "healed_vs_share",
-        "healed_vs_damage",
-        "ptn_tradeoff",
-        "timing",
-    ]
+    galleries = first_seed(_outputs(upstream, "attack_gallery"))
     return Pipeline(
         [
             node(
-                _bound(nodes.collect_results, attacks=attacks),
-                ["params:dataset_name", *results],
-                "results_long",
+                bound(
+                    nodes.collect_results,
+                    fingerprints=fingerprints,
+                    configurations=configurations,
+                ),
+                results,
+                ["results_long", "results_archive", "configurations"],
                 name="collect_results",
             ),
             node(
                 nodes.summary_tables,
                 "results_long",
-                ["summary_wide", "potion_table"],
+                ["main_table", "potion_table"],
                 name="summary_tables",
             ),
             node(figures.ca_asr, "results_long", "ca_asr_figure", name="ca_asr_figure"),
             node(
-                _bound(nodes.confidence_figure, attacks=list(confidences)),
+                bound(nodes.confidence_figure, replicates=list(confidences)),
                 ["params:ieu", *confidences.values()],
                 "gate_confidence_cdf_figure",
                 name="gate_confidence_cdf_figure",
             ),
             node(
-                _bound(nodes.gate_history_figure, attacks=list(histories)),
+                bound(nodes.gate_history_figure, replicates=list(histories)),
                 list(histories.values()) or None,
                 "gate_history_figure",
                 name="gate_history_figure",
@@ -89,20 +119,20 @@ def create_pipeline(upstream: Pipeline) -> Pipeline:
                 name="healed_vs_damage_figure",
             ),
             node(
-                _bound(nodes.tradeoff_figure, attacks=list(traces)),
+                bound(nodes.tradeoff_figure, replicates=list(traces)),
                 ["results_long", *traces.values()],
                 "ptn_tradeoff_figure",
                 name="ptn_tradeoff_figure",
             ),
             node(figures.timing, "results_long", "timing_figure", name="timing_figure"),
             node(
-                _bound(nodes.report, galleries=len(galleries)),
+                bound(nodes.report, galleries=len(galleries)),
                 [
                     "parameters",
                     "results_long",
-                    "summary_wide",
+                    "main_table",
                     "potion_table",
-                    *(f"{name}_figure" for name in figure_names),
+                    *(f"{name}_figure" for name in FIGURES),
                     *galleries.values(),
                 ],
                 "report_html",

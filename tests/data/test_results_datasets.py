@@ -1,0 +1,130 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+from kedro.io import DatasetError
+
+from ieu_potion.data.datasets import (
+    ModelDataset,
+    ResultsArchiveDataset,
+    ResultsDataset,
+    TableDataset,
+)
+from ieu_potion.models import ModelSpec, build_model
+from ieu_potion.reporting.tables import current_rows, main_table, potion_table
+from ieu_potion.results import RESULT_COLUMNS, RunKey
+
+
+def key(seed=0, fingerprint="aaa", namespace="blend_a"):
+    return RunKey("d", namespace, "blended", seed, fingerprint)
+
+
+def test_results_dataset_round_trips_one_nodes_rows_and_refuses_other_columns(tmp_path):
+    dataset = ResultsDataset(filepath=str(tmp_path / "ns/seed_0/results_none.parquet"))
+    rows = key().rows("none", {"clean_accuracy": 0.8, "seconds": 3, "skip": "text"})
+    dataset.save(rows)
+    loaded = dataset.load()
+    assert list(loaded.columns) == list(RESULT_COLUMNS)
+    assert loaded.value.tolist() == [0.8, 3.0] and set(loaded.namespace) == {"blend_a"}
+    with pytest.raises(DatasetError, match="lack columns"):
+        dataset.save(rows.drop(columns=["fingerprint"]))
+
+
+def test_archive_replaces_rows_of_the_same_key_and_keeps_other_configurations(tmp_path):
+    archive = ResultsArchiveDataset(filepath=str(tmp_path / "results.csv"))
+    assert list(archive.load().columns) == list(RESULT_COLUMNS)
+    archive.save(key().rows("none", {"clean_accuracy": 0.8}))
+    archive.save(key(fingerprint="bbb").rows("none", {"clean_accuracy": 0.7}))
+    archive.save(key().rows("none", {"clean_accuracy": 0.85}))
+    loaded = archive.load().set_index("fingerprint")
+    assert loaded.value.to_dict() == {"aaa": 0.85, "bbb": 0.7}
+    assert len(pd.read_parquet(tmp_path / "results.parquet")) == 2
+
+
+def test_two_variants_of_one_attack_stay_apart():
+    rows = pd.concat(
+        [
+            key(namespace="blend_a").rows("none", {"clean_accuracy": 0.8}),
+            key(namespace="blend_b").rows("none", {"clean_accuracy": 0.6}),
+        ]
+    )
+    table = main_table(current_rows([rows], ["aaa"]))
+    assert table.set_index("namespace").CA.to_dict() == {"blend_a": 80.0, "blend_b": 60.0}
+    assert set(table.attack) == {"blended"}
+
+
+def test_rows_of_another_configuration_never_reach_the_current_tables(caplog):
+    fresh = key(fingerprint="new").rows("none", {"clean_accuracy": 0.9})
+    stale = key(seed=1, fingerprint="old").rows("none", {"clean_accuracy": 0.1})
+    rows = current_rows([fresh, stale], ["new", "new"])
+    assert rows.value.tolist() == [0.9]
+    assert "1 results rows of another configuration (fingerprint old, now new)" in caplog.text
+
+
+def test_main_table_gives_t_intervals_and_marks_overlapping_differences():
+    values = {
+        "none": ([0.84, 0.85, 0.83], [0.93, 0.92, 0.94]),
+        "ieu": ([0.87, 0.88, 0.86], [0.02, 0.01, 0.03]),
+    }
+    rows = pd.concat(
+        key(seed).rows(m, {"clean_accuracy": ca[seed], "attack_success_rate": asr[seed]})
+        for m, (ca, asr) in values.items()
+        for seed in range(3)
+    )
+    table = main_table(rows).set_index("method")
+    half = 4.302653 * 1.0 / math.sqrt(3)  # t(0.975, 2) * s / sqrt(n), s = 1 point
+    assert table.at["ieu", "CA"] == pytest.approx(87.0)
+    assert table.at["ieu", "CA ±95%"] == pytest.approx(half, rel=1e-5)
+    assert table.at["ieu", "N"] == 3
+    assert table.at["ieu", "CA vs none"] == "overlap"  # 87 - 84 < 2 * 2.48
+    assert table.at["ieu", "ASR vs none"] == "apart"
+    assert table.at["none", "CA vs none"] == ""
+    assert list(table.index) == ["none", "ieu"]
+
+
+def test_potion_table_pools_seeds_and_shares_and_keeps_one_shot_and_realistic_apart():
+    rows = []
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        for share, healed, damage in (
+            ("share_0.1", 0.6, -1.0),
+            ("share_1", 0.8, -3.0),
+            ("one_shot", 0.2, 0.0),
+            ("ieu_gate", 0.5, -0.5),
+        ):
+            metrics = {"poison_healed": healed + shift, "model_damage": damage}
+            rows.append(key(seed).rows("xlf_ptn", metrics, share))
+    rows.append(key().rows("none", {"clean_accuracy": 0.9}))
+    table = potion_table(pd.concat(rows)).set_index("method")
+    # healed over (seed, share): 0.6, 0.8, 0.7, 0.9 -> mean 0.75, s = 0.1291
+    assert table.at["xlf_ptn", "healed"] == pytest.approx(0.75)
+    assert table.at["xlf_ptn", "healed ±95%"] == pytest.approx(3.182446 * 0.1290994 / 2, rel=1e-5)
+    assert table.at["xlf_ptn", "N (seeds x shares)"] == 4
+    assert (table.at["xlf_ptn", "seeds"], table.at["xlf_ptn", "shares"]) == (2, 2)
+    assert table.at["xlf_ptn", "one-shot healed"] == pytest.approx(0.25)
+    assert table.at["xlf_ptn", "realistic healed"] == pytest.approx(0.55), "realistic is apart"
+    assert "none" not in table.index, "rows without a discovery share are not Potion results"
+
+
+def test_a_table_exists_only_when_every_file_does(tmp_path):
+    table = TableDataset(filepath=str(tmp_path / "t.csv"), markdown=True)
+    table.save(pd.DataFrame({"a": [1]}))
+    assert table.exists()
+    (tmp_path / "t.md").unlink()
+    assert not table.exists(), "a run killed before the Markdown copy must write it again"
+
+
+def test_a_model_whose_spec_is_missing_does_not_exist_and_saving_replaces_the_spec_last(
+    tmp_path,
+):
+    dataset = ModelDataset(filepath=str(tmp_path / "m"))
+    torch.manual_seed(0)
+    model = build_model(ModelSpec("resnet10t", 3, {}, 16))
+    dataset.save(model)
+    assert dataset.exists()
+    (tmp_path / "m" / "spec.json").unlink()
+    assert not dataset.exists()
+    (tmp_path / "m" / ".model.safetensors.x1.tmp").write_bytes(b"half")
+    assert [p.name for p in dataset.remove_temporaries()] == [".model.safetensors.x1.tmp"]
+    dataset.save(model)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.safetensors", "spec.json"]
