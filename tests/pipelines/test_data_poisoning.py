@@ -63,7 +63,12 @@ def test_one_namespace_per_listed_attack_and_seed():
     }
 
 
-@pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [0.5], "0"])
+def test_a_seed_count_stands_for_the_first_seeds():
+    names = {n.namespace for n in create_pipeline({**PARAMS, "seeds": 3}).nodes}
+    assert {"white.seed_0", "white.seed_1", "white.seed_2"} < names and len(names) == 7
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], [-1], [0.5], "0", 0, True])
 def test_bad_seed_lists_are_rejected(seeds):
     with pytest.raises(ValueError, match="seeds must be a non-empty list of distinct integers"):
         create_pipeline({**PARAMS, "seeds": seeds})

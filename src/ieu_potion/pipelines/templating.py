@@ -35,8 +35,12 @@ def namespaces(params: dict[str, Any], pipeline_name: str, block: str = "attack"
 
 
 def seeds(params: dict[str, Any]) -> list[int]:
-    """The run's seeds (``seeds``, default [0]): distinct non-negative integers."""
+    """The run's seeds: ``seeds`` as a list of distinct integers >= 0, or a count n for
+    seeds 0..n-1 (``kedro run --params seeds=3``: Kedro splits ``--params`` at commas, so
+    a list cannot be typed there).  Default [0]."""
     values = params.get("seeds", [0])
+    if isinstance(values, int) and not isinstance(values, bool) and values >= 1:
+        return list(range(values))
     if (
         not isinstance(values, list | tuple)
         or not values
@@ -44,7 +48,8 @@ def seeds(params: dict[str, Any]) -> list[int]:
         or len(set(values)) != len(values)
     ):
         raise ValueError(
-            f"seeds must be a non-empty list of distinct integers >= 0, got {values!r}"
+            "seeds must be a non-empty list of distinct integers >= 0, or a count >= 1 "
+            f"(seeds 0..n-1), got {values!r}"
         )
     return list(values)
 
