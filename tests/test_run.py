@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from ieu_potion.data import ImageSet
+from ieu_potion.pipelines.reporting.pipeline import FIGURES
+from ieu_potion.results import RESULT_COLUMNS
 from tests.data.test_cifar10 import make_cifar_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,17 +247,8 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
     assert result.returncode == 0, result.stderr[-3000:]
     ieu = pd.read_parquet(tiny_project / RUN / "results_ieu.parquet")
     none = pd.read_parquet(tiny_project / RUN / "results_none.parquet")
-    assert list(ieu.columns) == [
-        "dataset",
-        "namespace",
-        "attack",
-        "method",
-        "discovery_share",
-        "seed",
-        "fingerprint",
-        "metric",
-        "value",
-    ]
+    assert list(ieu.columns) == list(RESULT_COLUMNS)
+    assert {"namespace", "attack", "seed", "fingerprint"} <= set(RESULT_COLUMNS)
     assert set(ieu.method) == {"ieu"} and set(none.method) == {"none"}
     assert set(ieu.dataset) == {"tiny_digits"} and set(ieu.namespace) == {"badnets_white"}
     for rows in (ieu, none):
@@ -393,15 +386,6 @@ def test_runs_repeat_byte_for_byte_and_a_killed_run_resumes_to_the_same_results(
     assert list((resumed / "data").rglob("*.tmp")) == []
 
 
-REPORT_FIGURES = [
-    "ca_asr",
-    "gate_confidence_cdf",
-    "gate_history",
-    "healed_vs_share",
-    "healed_vs_damage",
-    "ptn_tradeoff",
-    "timing",
-]
 PLOTS = "document.querySelectorAll('.js-plotly-plot')"
 
 
@@ -441,7 +425,7 @@ def test_full_run_writes_the_report_and_kedro_viz_shows_its_lineage(tiny_project
     results = pd.read_csv(reporting / "tables/results_long.csv")
     assert set(results.fingerprint) == set(configurations)
     assert set(results.seed) == {0, 1}
-    for name in REPORT_FIGURES:
+    for name in FIGURES:
         assert (reporting / "figures" / f"{name}.json").is_file()
     trace = pd.read_csv(tiny_project / RUN / "potion_trace.csv")
     scored = trace[trace.share == "share_0.5"]
