@@ -30,7 +30,10 @@ def test_current_rows_keep_each_key_once(results):
 
 def test_markdown_table_rounds_and_leaves_nan_blank():
     table = pd.DataFrame({"a": ["x|y", "z"], "b": [0.12345, math.nan]})
-    assert markdown_table(table, digits=2) == "| a | b |\n|---|---|\n| x\\|y | 0.12 |\n| z |  |\n"
+    table["n"] = pd.array([3, None], dtype="Int64")
+    assert markdown_table(table, digits=2) == (
+        "| a | b | n |\n|---|---|---|\n| x\\|y | 0.12 | 3 |\n| z |  |  |\n"
+    )
 
 
 def test_ca_asr_reading_states_means_intervals_and_n(results):
@@ -73,6 +76,9 @@ def test_gate_history_averages_seeds_per_epoch():
     assert "recall 90.0 ± 63.5% (21 ± 13 samples flagged)" in text
     recall = figure.data[1]
     assert list(recall.y) == pytest.approx([0.3, 0.85, 0.9])
+    # 0.9 +- 0.635 is drawn from 0.265 up to 1: a share cannot exceed 1
+    assert recall.error_y.array[-1] == pytest.approx(0.1)
+    assert recall.error_y.arrayminus[-1] == pytest.approx(0.6353, abs=1e-4)
 
 
 def test_healed_vs_share_and_damage_use_benchmark_shares_with_intervals(results):

@@ -172,9 +172,9 @@ class ArraysDataset(_FileDataset):
 
 class TableDataset(_FileDataset):
     """A pandas table as CSV, with a Parquet copy beside it (and, with ``markdown: true``, a
-    Markdown one); each written atomically, the CSV last.  It exists only when every file
-    does, so a run killed between two of them writes it again on resume.  Kedro-Viz
-    previews the first rows."""
+    Markdown one); each written atomically, the CSV last; read from the Parquet copy,
+    which keeps the column types.  It exists only when every file does, so a run killed
+    between two of them writes it again on resume.  Kedro-Viz previews the first rows."""
 
     def __init__(
         self, filepath: str, markdown: bool = False, metadata: dict[str, Any] | None = None
@@ -190,7 +190,8 @@ class TableDataset(_FileDataset):
         return all(p.is_file() for p in [self._filepath, *self._companions()])
 
     def load(self) -> pd.DataFrame:
-        return pd.read_csv(self._filepath)
+        # The Parquet copy keeps the column types (integer counts with blanks, say).
+        return pd.read_parquet(self._filepath.with_suffix(".parquet"))
 
     def save(self, data: pd.DataFrame) -> None:
         # The CSV is the commit mark: removed first, written last.

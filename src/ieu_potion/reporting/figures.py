@@ -62,8 +62,22 @@ def pct(value: float) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
-def error_bars(half) -> dict:
-    return {"type": "data", "array": list(half), "visible": True}
+def error_bars(frame: pd.DataFrame, metric: str, share: bool = True) -> dict:
+    """Plotly error bars for ``frame[metric]`` +- ``frame[<metric>_ci95]`` (none where N = 1);
+    for a share (accuracy, precision) clipped to [0, 1], where the t interval may reach
+    past what the quantity can be."""
+    mean = frame[metric].to_numpy(float)
+    half = np.nan_to_num(frame[f"{metric}_ci95"].to_numpy(float))
+    high, low = mean + half, mean - half
+    if share:
+        high, low = np.clip(high, 0, 1), np.clip(low, 0, 1)
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": list(high - mean),
+        "arrayminus": list(mean - low),
+        "visible": True,
+    }
 
 
 def ca_asr(results: pd.DataFrame) -> go.Figure:
@@ -81,7 +95,7 @@ def ca_asr(results: pd.DataFrame) -> go.Figure:
             figure.add_bar(
                 x=part.namespace,
                 y=part[metric],
-                error_y=error_bars(part[f"{metric}_ci95"].fillna(0)),
+                error_y=error_bars(part, metric),
                 name=method,
                 legendgroup=method,
                 showlegend=col == 1,
@@ -222,7 +236,7 @@ def gate_history(histories: dict[str, pd.DataFrame]) -> go.Figure:
             figure.add_scatter(
                 x=stats.epoch,
                 y=stats[metric],
-                error_y=error_bars(stats[f"{metric}_ci95"].fillna(0)),
+                error_y=error_bars(stats, metric),
                 mode="lines+markers",
                 name=f"{namespace}: {metric.removeprefix('gate_')}",
                 line={"color": colour[namespace], "dash": dash},
@@ -282,7 +296,7 @@ def healed_vs_share(results: pd.DataFrame) -> go.Figure:
             figure.add_scatter(
                 x=line.fraction,
                 y=line.poison_healed,
-                error_y=error_bars(line.poison_healed_ci95.fillna(0)),
+                error_y=error_bars(line, "poison_healed"),
                 mode="lines+markers",
                 name=method,
                 legendgroup=method,
@@ -327,8 +341,8 @@ def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
         figure.add_scatter(
             x=part.model_damage,
             y=part.poison_healed,
-            error_x=error_bars(part.model_damage_ci95.fillna(0)),
-            error_y=error_bars(part.poison_healed_ci95.fillna(0)),
+            error_x=error_bars(part, "model_damage", share=False),
+            error_y=error_bars(part, "poison_healed"),
             mode="markers",
             name=method,
             marker={

@@ -143,13 +143,16 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
             }
         ).drop(columns=["model_damage_n"], errors="ignore")
         table = table.merge(apart, on=by, how="outer") if len(table) else apart
-    return table.reset_index(drop=True)
+    counts = [c for c in table if c.startswith("N") or " N " in c or c in ("seeds", "shares")]
+    return table.astype({c: "Int64" for c in counts}).reset_index(drop=True)
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-flavoured Markdown table; floats rounded to ``digits`` decimals, NaN blank."""
 
     def cell(value) -> str:
+        if value is pd.NA:
+            return ""
         if isinstance(value, float):
             return "" if math.isnan(value) else f"{value:.{digits}f}"
         return str(value).replace("|", "\\|")
