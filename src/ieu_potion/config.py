@@ -23,8 +23,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 class ProjectConfigLoader(OmegaConfigLoader):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._source_images: dict[str, Any] | None = None
         global _active
         _active = self
+
+    def source_images(self) -> dict[str, Any]:
+        """The catalog entry ``source_images``, read once (every pipeline template's
+        fingerprint needs it, and reading the catalog parses its YAML files anew)."""
+        if self._source_images is None:
+            self._source_images = dict(self["catalog"].get("source_images") or {})
+        return self._source_images
 
 
 def _loader(env: str | None = None, runtime_params: dict[str, Any] | None = None):
@@ -45,8 +53,7 @@ def run_parameters() -> dict[str, Any]:
 
 def run_source_data() -> dict[str, Any]:
     """The catalog entry ``source_images`` of the run being set up (for fingerprints)."""
-    loader = _active if _active is not None else _loader()
-    return dict(loader["catalog"].get("source_images") or {})
+    return (_active if _active is not None else _loader()).source_images()
 
 
 def project_config(env: str = "local", runtime_params: dict[str, Any] | None = None):

@@ -46,6 +46,19 @@ TIMING_METRICS = (
 )
 
 
+def replicate_name(namespace: str, seed: int) -> str:
+    """The Kedro namespace of one attack namespace at one seed: ``<namespace>.seed_<s>``."""
+    return f"{namespace}.seed_{seed}"
+
+
+def split_replicate(name: str) -> tuple[str, int]:
+    """(namespace, seed) of a name made by ``replicate_name``."""
+    namespace, marker, seed = name.rpartition(".seed_")
+    if not (namespace and marker and seed.isdigit()):
+        raise ValueError(f"{name!r} is no '<namespace>.seed_<s>' name")
+    return namespace, int(seed)
+
+
 def fingerprint(configuration: Any) -> str:
     """A short, stable hash of a JSON-like configuration (key order does not matter)."""
     text = json.dumps(configuration, sort_keys=True, default=str, separators=(",", ":"))

@@ -13,7 +13,7 @@ from ieu_potion.data.datasets import (
 )
 from ieu_potion.models import ModelSpec, build_model
 from ieu_potion.reporting.tables import current_rows, main_table, potion_table
-from ieu_potion.results import RESULT_COLUMNS, RunKey
+from ieu_potion.results import RESULT_COLUMNS, RunKey, replicate_name, split_replicate
 
 
 def key(seed=0, fingerprint="aaa", namespace="blend_a"):
@@ -128,3 +128,10 @@ def test_a_model_whose_spec_is_missing_does_not_exist_and_saving_replaces_the_sp
     assert [p.name for p in dataset.remove_temporaries()] == [".model.safetensors.x1.tmp"]
     dataset.save(model)
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.safetensors", "spec.json"]
+
+
+def test_replicate_names_split_back_into_namespace_and_seed():
+    assert split_replicate(replicate_name("blend.w04", 12)) == ("blend.w04", 12)
+    for bad in ("blended", "blended.seed_", "blended.seed_x"):
+        with pytest.raises(ValueError, match="no '<namespace>.seed_<s>' name"):
+            split_replicate(bad)

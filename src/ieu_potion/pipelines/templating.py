@@ -17,7 +17,7 @@ from typing import Any
 from kedro.pipeline import Pipeline, pipeline
 
 from ieu_potion.config import run_source_data
-from ieu_potion.results import RunKey, fingerprint
+from ieu_potion.results import RunKey, fingerprint, replicate_name
 
 
 def namespaces(params: dict[str, Any], pipeline_name: str, block: str = "attack") -> list[str]:
@@ -102,7 +102,7 @@ class Replicate:
 
     @property
     def name(self) -> str:
-        return f"{self.namespace}.seed_{self.seed}"
+        return replicate_name(self.namespace, self.seed)
 
     def key(self, family: str) -> RunKey:
         return RunKey(

@@ -17,7 +17,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ieu_potion.reporting.stats import aggregate, interval, overlap, with_interval
-from ieu_potion.reporting.tables import method_order, per_seed
+from ieu_potion.reporting.tables import method_order, per_seed, sort_methods
+from ieu_potion.results import split_replicate
 
 PALETTE = (
     "#1f77b4",
@@ -146,16 +147,11 @@ def pct_ci(row: pd.Series, metric: str) -> str:
     return ci(row, metric, 100) + "%"
 
 
-def namespace_of(replicate: str) -> str:
-    """``badnets_white`` of ``badnets_white.seed_0``."""
-    return replicate.rpartition(".seed_")[0] or replicate
-
-
 def by_namespace(per_replicate: dict[str, object]) -> dict[str, list]:
     """Group values keyed by ``<namespace>.seed_<s>`` by namespace (seed order kept)."""
     grouped: dict[str, list] = {}
     for replicate, value in per_replicate.items():
-        grouped.setdefault(namespace_of(replicate), []).append(value)
+        grouped.setdefault(split_replicate(replicate)[0], []).append(value)
     return grouped
 
 
@@ -392,16 +388,9 @@ def ptn_tradeoff(results: pd.DataFrame, traces: dict[str, pd.DataFrame]) -> go.F
         return nothing_to_show(
             title, "No PTN search was scored on the test sets (potion.tradeoff_shares)."
         )
+    seeded = {r: trace.assign(seed=split_replicate(r)[1]) for r, trace in scored.items()}
     grouped = {
-        ns: pd.concat(
-            [
-                scored[r].assign(seed=int(r.rpartition(".seed_")[2]))
-                for r in scored
-                if namespace_of(r) == ns
-            ],
-            ignore_index=True,
-        )
-        for ns in sorted({namespace_of(r) for r in scored})
+        ns: pd.concat(runs, ignore_index=True) for ns, runs in sorted(by_namespace(seeded).items())
     }
     methods = method_order(pd.concat(grouped.values()).method)
     colour = colours(methods)
@@ -501,10 +490,7 @@ def timing(results: pd.DataFrame) -> go.Figure:
             table[column] = math.nan
             table[f"{column}_ci95"] = math.nan
             table[f"{column}_n"] = 0
-    order = {m: i for i, m in enumerate(method_order(table.method))}
-    table = table.sort_values(
-        ["namespace", "method"], key=lambda c: c.map(order) if c.name == "method" else c
-    )
+    table = sort_methods(table)
     figure = go.Figure(
         go.Table(
             header={

@@ -51,6 +51,14 @@ def method_order(methods) -> list[str]:
     return first + sorted(set(methods) - set(first))
 
 
+def sort_methods(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` sorted by namespace, then methods in ``method_order``."""
+    order = {m: i for i, m in enumerate(method_order(table.method))}
+    return table.sort_values(
+        ["namespace", "method"], key=lambda c: c.map(order) if c.name == "method" else c
+    )
+
+
 def per_seed(results: pd.DataFrame, shares: bool) -> pd.DataFrame:
     """One row per (namespace, attack, method, share, seed), one column per metric."""
     rows = results[(results.discovery_share != NO_SHARE) == shares]
@@ -81,24 +89,20 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
     for metric, label in MAIN_METRICS:
         table[label] = 100 * stats.get(metric, math.nan)
         table[f"{label} ±95%"] = 100 * stats.get(f"{metric}_ci95", math.nan)
+    undefended = table[table.method == "none"].set_index("namespace")
     for _, label in MAIN_METRICS:
-        marks = []
-        for row in table.itertuples(index=False):
-            base = table[(table.namespace == row.namespace) & (table.method == "none")]
-            if row.method == "none" or base.empty:
-                marks.append("")
-                continue
-            b = base.iloc[0]
-            mine = table.loc[
-                (table.namespace == row.namespace) & (table.method == row.method)
-            ].iloc[0]
-            marks.append(overlap(mine[label], mine[f"{label} ±95%"], b[label], b[f"{label} ±95%"]))
-        table[f"{label} vs none"] = marks
-    order = {m: i for i, m in enumerate(method_order(table.method))}
-    table = table.sort_values(
-        ["namespace", "method"], key=lambda c: c.map(order) if c.name == "method" else c
-    )
-    return table.reset_index(drop=True)
+        table[f"{label} vs none"] = [
+            ""
+            if row.method == "none" or row.namespace not in undefended.index
+            else overlap(
+                row[label],
+                row[f"{label} ±95%"],
+                undefended.at[row.namespace, label],
+                undefended.at[row.namespace, f"{label} ±95%"],
+            )
+            for _, row in table.iterrows()
+        ]
+    return sort_methods(table).reset_index(drop=True)
 
 
 def potion_table(rows: pd.DataFrame) -> pd.DataFrame:

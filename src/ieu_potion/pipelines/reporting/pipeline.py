@@ -16,6 +16,7 @@ from kedro.pipeline import Pipeline, node
 from ieu_potion.pipelines.reporting import nodes
 from ieu_potion.pipelines.templating import Replicate, bound, configuration
 from ieu_potion.reporting import figures
+from ieu_potion.results import split_replicate
 
 FIGURES = (
     "ca_asr",
@@ -42,9 +43,9 @@ def first_seed(per_replicate: dict[str, str]) -> dict[str, str]:
     """One entry per attack namespace: its lowest seed's (galleries look alike)."""
     chosen: dict[str, tuple[int, str]] = {}
     for replicate, dataset in per_replicate.items():
-        namespace, _, seed = replicate.rpartition(".seed_")
-        if namespace not in chosen or int(seed) < chosen[namespace][0]:
-            chosen[namespace] = (int(seed), dataset)
+        namespace, seed = split_replicate(replicate)
+        if namespace not in chosen or seed < chosen[namespace][0]:
+            chosen[namespace] = (seed, dataset)
     return {ns: dataset for ns, (_, dataset) in sorted(chosen.items())}
 
 
@@ -56,9 +57,9 @@ def expected_rows(params: dict[str, Any], upstream: Pipeline):
         replicate, _, local = name.rpartition(".")
         if not local.startswith("results_"):
             continue
-        namespace, _, seed = replicate.rpartition(".seed_")
+        namespace, seed = split_replicate(replicate)
         family = local.removeprefix("results_")
-        key = Replicate(namespace, int(seed), params).key(family)
+        key = Replicate(namespace, seed, params).key(family)
         results.append(name)
         fingerprints.append(key.fingerprint)
         configurations[key.fingerprint] = {
