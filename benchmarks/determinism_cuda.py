@@ -99,6 +99,7 @@ def worker(folder: Path, mode: str, device: str, smoke: bool) -> dict:
                 gate,
                 view_maker(gate),
                 IEUConfig(tau=0.5),
+                0.5,
                 data.num_classes,
                 config.batch_size,
                 config.clip,

@@ -45,7 +45,10 @@ def main() -> None:
     model_params = copy.deepcopy(params["model"])
     model_params["pretrain"]["train"]["epochs"] = args.pretrain_epochs
     backbone, _ = ieu.backbone(pretrain, test, model_params, 0)
-    gate, _ = ieu.train_gate(backbone, train, params["model"], params["ieu"], replicate.key("ieu"))
+    gate, _ = ieu.train_gate(
+        backbone, train, params["model"], params["ieu"], params["finetune"], replicate.key("ieu")
+    )
+    tau = float(ieu.gate_threshold(gate, train, params["ieu"], params["finetune"])["tau"])
 
     one_epoch = {**params["finetune"], "epochs": 1}
     config = TrainConfig.from_params(one_epoch)
@@ -61,6 +64,7 @@ def main() -> None:
                     gate,
                     view_maker(gate),
                     defence,
+                    tau,
                     train.num_classes,
                     config.batch_size,
                     config.clip,

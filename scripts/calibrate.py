@@ -50,6 +50,9 @@ def main() -> None:
     parser.add_argument("--attack", default="badnets_white", help="a data_poisoning namespace")
     parser.add_argument("--seed", type=int, default=0, help="the run's seed (as in `seeds`)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--confidences", metavar="NPZ", help="also write the gate's training confidences here"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -69,11 +72,16 @@ def main() -> None:
         backbone, train, test, triggered, params["finetune"], attack, replicate.key("none")
     )
     ieu_key = replicate.key("ieu")
-    gate, _ = ieu.train_gate(backbone, train, params["model"], params["ieu"], ieu_key)
-    conf = ieu.gate_confidences(gate, train)
+    gate, gate_history = ieu.train_gate(
+        backbone, train, params["model"], params["ieu"], params["finetune"], ieu_key
+    )
+    conf = ieu.gate_threshold(gate, train, params["ieu"], params["finetune"])
+    if args.confidences:
+        np.savez(args.confidences, **conf)
     _, _, ieu_rows = ieu.finetune_ieu(
         backbone,
         gate,
+        conf,
         train,
         test,
         triggered,
@@ -83,7 +91,8 @@ def main() -> None:
         ieu_key,
     )
 
-    tau = params["ieu"]["defence"]["tau"]
+    tau = float(conf["tau"])
+    kept = int(gate_history.epoch[gate_history.kept].iloc[0])
     c, p = conf["confidence"], conf["poisoned"]
     flagged = c > tau
     print(f"\n== {args.attack} on {params['dataset_name']} ({args.env}); targets: {TARGETS}")
@@ -98,7 +107,8 @@ def main() -> None:
         f"poisoned {np.quantile(c[p], [0.25, 0.5, 0.75]).round(3)}"
     )
     print(
-        f"gate at tau {tau}: precision {(flagged & p).sum() / max(1, flagged.sum()):.3f} "
+        f"gate epoch {kept} of {len(gate_history)}, tau {tau:.4f}: "
+        f"precision {(flagged & p).sum() / max(1, flagged.sum()):.3f} "
         f"recall {(flagged & p).sum() / max(1, p.sum()):.3f}"
     )
     for name, rows in (("none", none_rows), ("ieu", ieu_rows)):

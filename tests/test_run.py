@@ -20,6 +20,7 @@ from ieu_potion.results import RESULT_COLUMNS
 from tests.data.test_cifar10 import make_cifar_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+GTSRB = ROOT.parent / "shared" / "devdata" / "gtsrb"
 ATTACKS = [
     "badnets_white",
     "badnets_pattern",
@@ -260,7 +261,7 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
 
 def test_bad_ieu_threshold_is_rejected_before_any_work(tiny_project):
     args = ["--env", "tiny", "--pipeline", "ieu_finetune", "--params", "ieu.defence.tau=1.5"]
-    assert_rejected_before_any_work(tiny_project, args, "tau must lie in (0, 1)")
+    assert_rejected_before_any_work(tiny_project, args, "tau must be 'auto' or lie in (0, 1)")
 
 
 def test_unknown_model_name_is_rejected_before_any_work(tiny_project):
@@ -322,6 +323,66 @@ def test_realistic_potion_reads_the_gate_not_the_ground_truth(tiny_project):
         for arrays in (truth, {**truth, "poisoned": ~truth["poisoned"]}, {"confidence": confidence})
     ]
     assert found == [[0, 2]] * 3
+    # potion.tau null: the threshold IEU's stage 2 used, stored beside the confidences
+    ieu_tau = {**truth, "tau": np.array(0.98)}
+    assert realistic_subsets(ieu_tau, {**params["potion"], "tau": None})["ieu_gate"].tolist() == [0]
+
+
+def gtsrb_slice(root: Path, classes: int = 6, train: int = 24, test: int = 8) -> Path:
+    """A few frames per class of the first GTSRB classes, spread over each class's tracks."""
+    if not GTSRB.is_dir():
+        pytest.skip(f"the development copy of GTSRB is absent ({GTSRB})")
+    for split, count in (("train", train), ("test", test)):
+        for folder in sorted((GTSRB / split).iterdir())[:classes]:
+            images = sorted(folder.iterdir())
+            (root / split / folder.name).mkdir(parents=True)
+            for image in images[:: max(1, len(images) // count)][:count]:
+                shutil.copy(image, root / split / folder.name / image.name)
+    return root
+
+
+@pytest.mark.slow
+def test_gtsrb_environment_end_to_end_on_a_slice_with_the_adaptive_gate(
+    tiny_project, tmp_path_factory
+):
+    """The gtsrb environment's catalog and data set name on real photographs, every
+    pipeline, with the tiny recipe (added as a further parameter file of that environment)
+    and tau chosen from the data."""
+    import numpy as np
+    import pandas as pd
+
+    root = gtsrb_slice(tmp_path_factory.mktemp("gtsrb"))
+    recipe = TINY_PARAMETERS.replace("dataset_name: tiny_digits\n", "").replace(
+        "defence: {tau: 0.5,", "defence: {tau: auto, gate_epoch: separation,"
+    )
+    (tiny_project / "conf" / "gtsrb" / "parameters_recipe.yml").write_text(recipe)
+    result = kedro(tiny_project, "--env", "gtsrb", "--params", f"gtsrb_root={root}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tau auto: " in result.stderr and "gate: kept epoch" in result.stderr
+    results = pd.read_parquet(tiny_project / "data/08_reporting/tables/results_long.parquet")
+    assert set(results.dataset) == {"gtsrb"}
+    assert {"none", "ieu", "xlf_ptn", "eu"} <= set(results.method)
+    poisoned = ImageSet.load(
+        tiny_project / "data/03_primary/badnets_white/seed_0/poisoned_train.npz"
+    )
+    assert poisoned.num_classes == 6 and poisoned.image_size == (32, 32)
+    arrays = np.load(tiny_project / RUN / "gate_confidence.npz")
+    tau = float(arrays["tau"])
+    ieu = results[results.method == "ieu"].set_index("metric").value
+    assert 0 < tau <= 1 and ieu["gate_tau"] == pytest.approx(tau)
+    history = pd.read_csv(tiny_project / RUN / "gate_history.csv")
+    assert history.kept.sum() == 1 and {"separation", "gate_tau"} <= set(history)
+    assert (tiny_project / "data/08_reporting/report.html").is_file()
+
+
+def test_missing_gtsrb_folder_names_the_catalog_entry_and_the_layout(project, tmp_path):
+    args = ["--env", "gtsrb", "--params", f"gtsrb_root={tmp_path / 'absent'}"]
+    assert_rejected_before_any_work(
+        project,
+        args,
+        "catalog entry 'source_images' (ImageFolderDataset) cannot load",
+        "`train/<class>/...` and `test/<class>/...`",
+    )
 
 
 def current_results(project) -> str:

@@ -93,6 +93,8 @@ def test_potion_table_pools_seeds_and_shares_and_keeps_one_shot_and_realistic_ap
             ("ieu_gate", 0.5, -0.5),
         ):
             metrics = {"poison_healed": healed + shift, "model_damage": damage}
+            gave_up = share == "one_shot" or (share == "share_1" and seed == 1)
+            metrics["ptn_converged"] = 0.0 if gave_up else 1.0
             rows.append(key(seed).rows("xlf_ptn", metrics, share))
     rows.append(key().rows("none", {"clean_accuracy": 0.9}))
     table = potion_table(pd.concat(rows)).set_index("method")
@@ -104,6 +106,8 @@ def test_potion_table_pools_seeds_and_shares_and_keeps_one_shot_and_realistic_ap
     assert table.at["xlf_ptn", "one-shot healed"] == pytest.approx(0.25)
     assert table.at["xlf_ptn", "realistic healed"] == pytest.approx(0.55), "realistic is apart"
     assert "none" not in table.index, "rows without a discovery share are not Potion results"
+    # searches that stopped at a bound, over every share: both one-shot, one share_1
+    assert (table.at["xlf_ptn", "PTN gave up"], table.at["xlf_ptn", "PTN searches"]) == (3, 8)
 
 
 def test_a_table_exists_only_when_every_file_does(tmp_path):

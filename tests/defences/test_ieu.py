@@ -86,6 +86,7 @@ def objective_and_model(capacity=4, poisoned=None):
         ConstantGate(3),
         gate_views,
         IEUConfig(tau=0.9, queue_capacity=capacity),
+        0.9,
         3,
         batch_size=4,
         clip=3.0,
@@ -167,7 +168,9 @@ def test_gate_scores():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"tau": 1.0}, r"tau must lie in \(0, 1\)"),
+        ({"tau": 1.0}, r"tau must be .auto. or lie in \(0, 1\)"),
+        ({"tau": "always"}, r"tau must be .auto. or lie in \(0, 1\)"),
+        ({"gate_epoch": "best"}, r"unknown gate_epoch .best.; valid: last, separation"),
         ({"gate_depth": 0}, "gate_depth must be >= 1"),
         ({"unlearning_rate": "fast"}, "unlearning_rate must be 'dynamic' or a positive"),
         ({"unlearning_rate": -1}, "unlearning_rate must be 'dynamic' or a positive"),

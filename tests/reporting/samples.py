@@ -78,7 +78,12 @@ def sample_confidences() -> dict[str, np.ndarray]:
     poisoned[:20] = True
     confidence = np.where(poisoned, 0.99, rng.uniform(0.1, 0.6, 200))
     confidence[0] = 0.5  # one poisoned sample the gate misses
-    return {"confidence": confidence, "poisoned": poisoned, "labels": np.zeros(200, int)}
+    return {
+        "confidence": confidence,
+        "poisoned": poisoned,
+        "labels": np.zeros(200, int),
+        "tau": np.array(0.95),
+    }
 
 
 def sample_gate_history() -> pd.DataFrame:

@@ -17,7 +17,7 @@ def report_page(tmp_path):
             "Figures",
             [
                 figures.ca_asr(results),
-                figures.confidence_cdf({"badnets_white.seed_0": sample_confidences()}, 0.95),
+                figures.confidence_cdf({"badnets_white.seed_0": sample_confidences()}),
                 figures.ptn_tradeoff(results, {"badnets_white.seed_0": sample_trace()}),
                 figures.timing(results),
             ],

@@ -1,6 +1,7 @@
 import math
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs_version
@@ -55,13 +56,18 @@ def test_confidence_cdf_pools_seeds_and_gives_per_seed_intervals():
     other = sample_confidences()
     other["confidence"] = other["confidence"].copy()
     other["confidence"][1:3] = 0.9  # two poisoned samples below tau in this seed
+    other["tau"] = np.array(0.85)  # and a lower threshold: 0.9 is above it again
+    other["confidence"][3] = 0.8
     figure = figures.confidence_cdf(
-        {"badnets_white.seed_0": sample_confidences(), "badnets_white.seed_1": other}, tau=0.95
+        {"badnets_white.seed_0": sample_confidences(), "badnets_white.seed_1": other}
     )
     text = figures.reading(figure)
     assert "On badnets_white (N = 2 seeds, curves pooled)" in text
-    # 95% and 85% of the poisoned above tau: mean 90, t(0.975, 1) * 7.07 / 1.41 = 63.5
-    assert "above tau = 0.95 lie 90.0 ± 63.5% of the poisoned and 0.0 ± 0.0% of the clean" in text
+    # tau 0.95 and 0.85: mean 0.9, t(0.975, 1) * 0.0707 / 1.41 = 0.635
+    assert "threshold is tau = 0.900 ± 0.635" in text
+    # 95% and 90% of the poisoned above each run's tau: mean 92.5, 12.706 * 3.54 / 1.41 = 31.8
+    assert "above which lie 92.5 ± 31.8% of the poisoned and 0.0 ± 0.0% of the clean" in text
+    assert [shape.x0 for shape in figure.layout.shapes] == [pytest.approx(0.9)]
     clean, poisoned = figure.data
     assert clean.name == "badnets_white: clean (360)" and poisoned.y[-1] == pytest.approx(1.0)
 
@@ -123,7 +129,7 @@ def test_timing_reading_compares_ieu_with_none_and_xlf_with_eu(results):
         figures.healed_vs_damage,
         figures.timing,
         lambda r: figures.ptn_tradeoff(r, {}),
-        lambda r: figures.confidence_cdf({}, 0.9),
+        lambda r: figures.confidence_cdf({}),
         lambda r: figures.gate_history({}),
     ],
 )

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
+from ieu_potion.kernels import reference
 from ieu_potion.training.views import ViewMaker
 from ieu_potion.unlearning.importance import flat_parameters, importances, load_flat_parameters
 from ieu_potion.unlearning.potion import PotionConfig, realistic_discovery
@@ -92,7 +93,8 @@ def test_search_stops_at_the_first_s_meeting_rho_and_keeps_theta0(parallel):
     def accuracy(theta):
         return float(theta.sum() / original.sum())
 
-    config = PTNConfig(rho=0.9, parallel=parallel, s_start=0.001)
+    # no bounds: this search has to dampen a large share of these 500 parameters
+    config = PTNConfig(rho=0.9, parallel=parallel, s_start=0.001, min_percentile=1, max_dampened=1)
     result = ptn_search(theta0, i_f, i_r, accuracy, forget_size=10, retain_size=990, config=config)
     assert torch.equal(theta0, original), "theta_0 must never be modified"
     assert result.converged and result.trace[-1]["forget_accuracy"] <= 0.9
@@ -113,7 +115,7 @@ def test_search_results_do_not_depend_on_parallelism():
             lambda t: float(t.sum() / theta0.sum()),
             10,
             990,
-            PTNConfig(rho=0.8, parallel=k),
+            PTNConfig(rho=0.8, parallel=k, min_percentile=1, max_dampened=1),
         )
         for k in (1, 5)
     ]
@@ -126,7 +128,45 @@ def test_search_that_never_converges_leaves_the_model_unchanged():
     config = PTNConfig(rho=0.5, max_steps=7, parallel=3)
     result = ptn_search(theta0, i_f, i_r, lambda t: 1.0, 10, 990, config)
     assert not result.converged and result.steps == 7 and len(result.trace) == 7
+    assert result.stop == "max_steps"
     assert torch.equal(result.parameters, theta0) and result.alpha == float("inf")
+
+
+@pytest.mark.parametrize("parallel", [1, 8])
+def test_search_gives_up_at_the_percentile_floor(parallel):
+    theta0, i_f, i_r = search_inputs()
+    config = PTNConfig(min_percentile=99.0, max_dampened=1.0, parallel=parallel)
+    result = ptn_search(theta0, i_f, i_r, lambda t: 1.0, 10, 990, config)
+    s, expected = 10 / 1000 / 25, 0
+    while percent_for(s) >= 99.0:
+        s, expected = s * 1.1, expected + 1
+    assert result.stop == "min_percentile" and not result.converged
+    assert result.steps == expected == 40
+    assert min(step["percentile"] for step in result.trace) >= 99.0
+    assert torch.equal(result.parameters, theta0)
+
+
+@pytest.mark.parametrize("parallel", [1, 8])
+def test_search_gives_up_before_dampening_more_than_its_share(parallel):
+    theta0, i_f, i_r = search_inputs()
+    config = PTNConfig(min_percentile=1.0, max_dampened=0.02, parallel=parallel)
+    result = ptn_search(theta0, i_f, i_r, lambda t: 1.0, 10, 990, config)
+    assert result.stop == "max_dampened" and torch.equal(result.parameters, theta0)
+    shares = [step["dampened_share"] for step in result.trace]
+    assert max(shares) <= 0.02 and shares == sorted(shares)
+    # the candidate the search refused: the next s dampens more than 2%
+    s_next = result.trace[-1]["s"] * 1.1
+    alpha = percentile(torch.sort(i_f.double() / i_r.double()).values, percent_for(s_next))
+    refused = reference.dampen(theta0, i_f, i_r, alpha, 1.0)
+    assert (refused != theta0).double().mean() > 0.02
+
+
+def test_default_bounds_keep_a_hopeless_search_short():
+    theta0, i_f, i_r = search_inputs()
+    result = ptn_search(theta0, i_f, i_r, lambda t: 1.0, 10, 990, PTNConfig())
+    # percentile 95 is s = (e^5 - 1) / 100 = 1.47: 87 steps of 1.1 from s = 4e-4
+    assert result.stop == "min_percentile" and result.steps == 87
+    assert torch.equal(result.parameters, theta0)
 
 
 def test_realistic_discovery_reads_only_confidences():
@@ -143,6 +183,8 @@ def test_realistic_discovery_reads_only_confidences():
         ({"discovery": "oracle"}, "unknown discovery mode 'oracle'"),
         ({"ptn": {"rho": 1.5}}, r"rho must lie in \[0, 1\)"),
         ({"ptn": {"step": 1.0}}, "step must be > 1"),
+        ({"ptn": {"min_percentile": 100}}, r"min_percentile must lie in \(0, 100\)"),
+        ({"ptn": {"max_dampened": 0}}, r"max_dampened must lie in \(0, 1\]"),
         ({"ssd_alphas": [0]}, "ssd_alphas must be > 0"),
     ],
 )

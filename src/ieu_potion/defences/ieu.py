@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 
 RATE_FLOOR = 0.2
 RATE_CEILING = 6.0
+GATE_EPOCHS = ("last", "separation")
 
 
 @dataclass(frozen=True)
 class IEUConfig:
-    tau: float = 0.95
+    tau: float | str = 0.95  # or "auto": chosen from the gate's confidences (threshold.py)
+    gate_epoch: str = "last"  # or "separation": the stage-1 epoch that separates best
     gate_depth: int = 1
     queue_capacity: int = 0  # 0: the batch size
     unlearning_rate: str | float = "dynamic"  # or a constant scale s (ablation: 1, 2, 4)
@@ -48,8 +50,16 @@ class IEUConfig:
         return config
 
     def check(self) -> None:
-        if not 0.0 < self.tau < 1.0:
-            raise ValueError(f"tau must lie in (0, 1), got {self.tau}")
+        if self.tau != "auto" and not (
+            isinstance(self.tau, int | float)
+            and not isinstance(self.tau, bool)
+            and 0.0 < self.tau < 1.0
+        ):
+            raise ValueError(f"tau must be 'auto' or lie in (0, 1), got {self.tau!r}")
+        if self.gate_epoch not in GATE_EPOCHS:
+            raise ValueError(
+                f"unknown gate_epoch {self.gate_epoch!r}; valid: {', '.join(GATE_EPOCHS)}"
+            )
         if self.gate_depth < 1:
             raise ValueError(f"gate_depth must be >= 1, got {self.gate_depth}")
         if self.queue_capacity < 0:
@@ -115,6 +125,7 @@ class IEUObjective:
         gate: nn.Module,
         gate_views: ViewMaker,
         config: IEUConfig,
+        tau: float,
         num_classes: int,
         batch_size: int,
         clip: float,
@@ -126,6 +137,7 @@ class IEUObjective:
         for p in self.gate.parameters():
             p.requires_grad_(False)
         self.config = config
+        self.tau = tau  # the configured value, or the one chosen after stage 1
         self.num_classes = num_classes
         self.clip = clip
         self.capacity = config.queue_capacity or batch_size
@@ -154,7 +166,7 @@ class IEUObjective:
             gate_logits = self.gate(gate_input)
         logits = model(torch.cat([batch.views["clean"], batch.views["corrupted"]]))
         loss, _, flagged = kernels.masked_cross_entropy(
-            gate_logits, logits, batch.labels, self.config.tau, views=2
+            gate_logits, logits, batch.labels, self.tau, views=2
         )
         self._flagged = flagged
         return loss

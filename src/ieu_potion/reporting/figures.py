@@ -155,9 +155,11 @@ def by_namespace(per_replicate: dict[str, object]) -> dict[str, list]:
     return grouped
 
 
-def confidence_cdf(confidences: dict[str, dict[str, np.ndarray]], tau: float) -> go.Figure:
+def confidence_cdf(confidences: dict[str, dict[str, np.ndarray]]) -> go.Figure:
     """ECDF of the poisoned module's confidence on clean and on poisoned training samples,
-    pooled over seeds; the reading gives per-seed statistics as mean and 95% interval."""
+    pooled over seeds, with the threshold stage 2 used (each run's ``tau``: configured or
+    chosen by ``tau: auto``); the reading gives per-seed statistics as mean and 95%
+    interval."""
     title = "Poisoned-module confidence on clean vs poisoned training samples (CDF)"
     if not confidences:
         return nothing_to_show(title, "No IEU run in this run: no gate confidences to show.")
@@ -182,18 +184,24 @@ def confidence_cdf(confidences: dict[str, dict[str, np.ndarray]], tau: float) ->
             )
 
         stats = aggregate(
-            pd.DataFrame([confidence_statistics(r, tau) for r in runs]).assign(group=0),
+            pd.DataFrame([confidence_statistics(r) for r in runs]).assign(group=0),
             ["group"],
-            ["median_clean", "median_poisoned", "above_poisoned", "above_clean"],
+            ["tau", "median_clean", "median_poisoned", "above_poisoned", "above_clean"],
         ).iloc[0]
         sentences.append(
             f"On {namespace} (N = {len(runs)} seed{'s' if len(runs) != 1 else ''}, curves "
             f"pooled) the median confidence is {ci(stats, 'median_clean', digits=2)} on clean "
-            f"samples and {ci(stats, 'median_poisoned', digits=2)} on poisoned ones; above "
-            f"tau = {tau:g} lie {pct_ci(stats, 'above_poisoned')} of the poisoned and "
+            f"samples and {ci(stats, 'median_poisoned', digits=2)} on poisoned ones; the "
+            f"gate's threshold is tau = {ci(stats, 'tau', digits=3)}, above which lie "
+            f"{pct_ci(stats, 'above_poisoned')} of the poisoned and "
             f"{pct_ci(stats, 'above_clean')} of the clean samples."
         )
-    figure.add_vline(x=tau, line_dash="dot", annotation_text=f"tau {tau:g}")
+        figure.add_vline(
+            x=stats.tau,
+            line_dash="dot",
+            line_color=colour[namespace],
+            annotation_text=f"tau {stats.tau:.3g}",
+        )
     figure.update_layout(
         xaxis_title="max softmax of the poisoned module",
         yaxis_title="fraction of samples at or below",
@@ -202,12 +210,15 @@ def confidence_cdf(confidences: dict[str, dict[str, np.ndarray]], tau: float) ->
     return with_reading(figure, title, " ".join(sentences))
 
 
-def confidence_statistics(arrays: dict[str, np.ndarray], tau: float) -> dict[str, float]:
-    """Medians and shares above ``tau`` of one run's gate confidences, clean and poisoned."""
+def confidence_statistics(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """One run's threshold, and medians and shares above it of its gate confidences,
+    clean and poisoned."""
+    tau = float(arrays["tau"])
     conf = np.asarray(arrays["confidence"], dtype=float)
     poisoned = np.asarray(arrays["poisoned"], dtype=bool)
     clean, bad = conf[~poisoned], conf[poisoned]
     return {
+        "tau": tau,
         "median_clean": float(np.median(clean)) if len(clean) else math.nan,
         "median_poisoned": float(np.median(bad)) if len(bad) else math.nan,
         "above_clean": float((clean > tau).mean()) if len(clean) else math.nan,

@@ -109,7 +109,9 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The Potion paper's Table 1: per attack namespace and method, poison healed and model
     damage as mean and 95% interval over every (seed, benchmark share) pair, with N the
     number of pairs; the one-shot set and realistic discovery (IEU's gate) in columns of
-    their own, over seeds (NaN where a method did not run on them)."""
+    their own, over seeds (NaN where a method did not run on them).  For PTN methods,
+    ``PTN gave up`` counts the searches (every share, one-shot and realistic included)
+    that stopped at a bound without reaching rho a_0 and so left the model unchanged."""
     frame = per_seed(rows, shares=True)
     columns = ["poison_healed", "model_damage"]
     if frame.empty or "poison_healed" not in frame:
@@ -147,7 +149,15 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
             }
         ).drop(columns=["model_damage_n"], errors="ignore")
         table = table.merge(apart, on=by, how="outer") if len(table) else apart
-    counts = [c for c in table if c.startswith("N") or " N " in c or c in ("seeds", "shares")]
+    if "ptn_converged" in frame:
+        searches = frame.dropna(subset=["ptn_converged"]).groupby(by).ptn_converged
+        ptn = pd.DataFrame(
+            {"PTN gave up": searches.agg(lambda c: (c == 0).sum()), "PTN searches": searches.size()}
+        )
+        table = table.merge(ptn.reset_index(), on=by, how="left")
+    counts = [
+        c for c in table if c.startswith(("N", "PTN")) or " N " in c or c in ("seeds", "shares")
+    ]
     return table.astype({c: "Int64" for c in counts}).reset_index(drop=True)
 
 

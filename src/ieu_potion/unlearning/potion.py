@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ class PotionConfig:
     methods: tuple[str, ...] = METHODS
     discovery: str = "benchmark"
     shares: tuple[str, ...] = ()  # subset keys to run; empty: all
-    tau: float = 0.95  # realistic mode: the gate threshold
+    tau: float | None = None  # realistic mode: the gate threshold; None: the one IEU used
     ssd_alphas: tuple[float, ...] = (1.0, 10.0, 100.0)
     retain_set: str = "full"
     eu_shares: tuple[str, ...] = ()  # empty: every share
@@ -73,8 +74,8 @@ class PotionConfig:
             )
         if self.retain_set not in RETAIN_SETS:
             raise ValueError(f"retain_set must be one of {', '.join(RETAIN_SETS)}")
-        if not 0.0 < self.tau < 1.0:
-            raise ValueError(f"tau must lie in (0, 1), got {self.tau}")
+        if self.tau is not None and not 0.0 < self.tau < 1.0:
+            raise ValueError(f"tau must be null (IEU's own) or lie in (0, 1), got {self.tau}")
         if any(a <= 0 for a in self.ssd_alphas):
             raise ValueError(f"ssd_alphas must be > 0, got {list(self.ssd_alphas)}")
         if self.importance_batch_size < 1:
@@ -260,6 +261,8 @@ def run_potion(
                 alpha=result.alpha,
                 ptn_steps=result.steps,
                 ptn_converged=float(result.converged),
+                ptn_last_percentile=trace.percentile.iloc[-1] if len(trace) else math.nan,
+                ptn_last_dampened_share=trace.dampened_share.iloc[-1] if len(trace) else math.nan,
                 search_seconds=search,
                 importance_seconds=imp_seconds[kind],
             )

@@ -6,9 +6,14 @@ grows s by ``step`` (1.1) until the model dampened at alpha = the (100 - ln(1 + 
 percentile of r has accuracy <= rho * a_0 on S_f.  The ratios are sorted once; each
 alpha is then a lookup.  ``parallel`` consecutive values of s are dampened in one batched
 call and evaluated in order, so the first s that meets the condition is the one returned,
-exactly as in a sequential search.  The original parameters are never modified; a search
-that never meets the condition returns them unchanged (alpha = inf, ``converged`` False)
-rather than its most aggressive candidate.
+exactly as in a sequential search.
+
+The search fails safely and cheaply: it gives up before a candidate whose percentile lies
+below ``min_percentile`` (95: s past about 1, where the schedule has left the range its
+formula was made for) or which dampens more than ``max_dampened`` of all parameters (5%),
+or after ``max_steps``.  The original parameters are never modified; a search that gives
+up returns them unchanged (alpha = inf, ``converged`` False, ``stop`` says why) rather
+than its most aggressive candidate (docs/potion.md has the measurement behind this).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class PTNConfig:
     lam: float = 1.0
     parallel: int = 8
     s_start: float | None = None  # None: |S_f| / (|S_f| + |D_r|) / 25
+    min_percentile: float = 95.0  # give up below this percentile of the ratios
+    max_dampened: float = 0.05  # give up past this share of dampened parameters
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PTNConfig:
@@ -52,6 +59,13 @@ class PTNConfig:
             raise ValueError(f"lam must be > 0, got {self.lam}")
         if self.s_start is not None and not 0.0 < self.s_start < 1.0:
             raise ValueError(f"s_start must lie in (0, 1), got {self.s_start}")
+        if not 0.0 < self.min_percentile < 100.0:
+            raise ValueError(f"min_percentile must lie in (0, 100), got {self.min_percentile}")
+        if not 0.0 < self.max_dampened <= 1.0:
+            raise ValueError(f"max_dampened must lie in (0, 1], got {self.max_dampened}")
+
+
+STOPS = ("converged", "min_percentile", "max_dampened", "max_steps")
 
 
 @dataclass
@@ -60,9 +74,13 @@ class SearchResult:
     alpha: float
     s: float
     steps: int
-    converged: bool
+    stop: str  # one of STOPS
     base_accuracy: float
     trace: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        return self.stop == "converged"
 
 
 def sorted_ratios(imp_forget: torch.Tensor, imp_retain: torch.Tensor) -> torch.Tensor:
@@ -109,42 +127,65 @@ def ptn_search(
         target,
     )
     steps = 0
-    while steps < config.max_steps:
+    stop = "max_steps"
+    while steps < config.max_steps and stop == "max_steps":
         count = min(config.parallel, config.max_steps - steps)
         candidates = [s * config.step**j for j in range(count)]
+        allowed = [c for c in candidates if percent_for(c) >= config.min_percentile]
+        if len(allowed) < len(candidates):
+            stop = "min_percentile"
+        if not allowed:
+            break
         alphas = torch.tensor(
-            [percentile(ratios, percent_for(c)) for c in candidates],
+            [percentile(ratios, percent_for(c)) for c in allowed],
             dtype=imp_forget.dtype,
             device=imp_forget.device,
         )
         thetas = kernels.dampen(theta0, imp_forget, imp_retain, alphas, config.lam)
-        for j, candidate in enumerate(candidates):
+        dampened = (thetas != theta0).double().mean(dim=1).tolist()
+        for j, candidate in enumerate(allowed):
+            if dampened[j] > config.max_dampened:
+                stop = "max_dampened"
+                break
             steps += 1
             accuracy = accuracy_on_forget(thetas[j])
             trace.append(
                 {
                     "step": steps,
                     "s": candidate,
+                    "percentile": percent_for(candidate),
                     "alpha": float(alphas[j]),
+                    "dampened_share": dampened[j],
                     "forget_accuracy": accuracy,
                 }
             )
             log.info(
-                "PTN step %d: s %.5f, alpha %.4g, accuracy on S_f %.4f",
+                "PTN step %d: s %.5f, percentile %.3f, alpha %.4g, %.3f%% dampened, "
+                "accuracy on S_f %.4f",
                 steps,
                 candidate,
+                percent_for(candidate),
                 float(alphas[j]),
+                100 * dampened[j],
                 accuracy,
             )
             if accuracy <= target:
                 log.info("PTN chose alpha %.4g after %d steps", float(alphas[j]), steps)
                 return SearchResult(
-                    thetas[j].clone(), float(alphas[j]), candidate, steps, True, base, trace
+                    thetas[j].clone(), float(alphas[j]), candidate, steps, "converged", base, trace
                 )
         s = candidates[-1] * config.step
+    why = {
+        "min_percentile": f"the next percentile falls below {config.min_percentile:g}",
+        "max_dampened": f"the next candidate dampens over {100 * config.max_dampened:g}% "
+        "of the parameters",
+        "max_steps": f"{config.max_steps} steps are used up",
+    }[stop]
     log.warning(
-        "PTN did not reach accuracy <= %.4f in %d steps; the model is left unchanged",
-        target,
+        "PTN gave up after %d steps without accuracy <= %.4f on S_f: %s; the model is left "
+        "unchanged",
         steps,
+        target,
+        why,
     )
-    return SearchResult(theta0.clone(), math.inf, s, steps, False, base, trace)
+    return SearchResult(theta0.clone(), math.inf, s, steps, stop, base, trace)

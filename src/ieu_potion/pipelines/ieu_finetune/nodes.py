@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -9,10 +11,13 @@ from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence, gate_scores
+from ieu_potion.defences.threshold import otsu_split, text_histogram
 from ieu_potion.models import ModelSpec
 from ieu_potion.results import RunKey, final_metrics
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit, predict
 from ieu_potion.training.setup import finetune, make_gate, prepare_backbone, view_maker
+
+log = logging.getLogger(__name__)
 
 
 def backbone(pretrain_images: ImageSet, clean_test: ImageSet, model: dict[str, Any], seed: int):
@@ -28,27 +33,76 @@ def train_gate(
     poisoned_train: ImageSet,
     model: dict[str, Any],
     ieu: dict[str, Any],
+    finetune_params: dict[str, Any],
     key: RunKey,
 ):
-    """Stage 1: the shallow poisoned module, plain CE on the unaugmented view.  After each
-    epoch the gate's flags (confidence > tau) on the training set are scored against the
-    ground truth, which shows how isolation develops (stage 2 freezes the gate)."""
+    """Stage 1: the shallow poisoned module, plain CE on the unaugmented view.
+
+    After each epoch the gate's confidences on the training set are split as ``tau: auto``
+    would split them (``defences/threshold.py``, no ground truth); the history records the
+    separation, that tau and the flags' precision/recall against the ground truth (scoring
+    only).  ``gate_epoch: separation`` keeps the epoch that separates best, ``last`` the
+    final one; stage 2 freezes the gate kept."""
     config = IEUConfig.from_params(ieu["defence"])
     training = key.replicate(TrainConfig.from_params(ieu["gate_training"]))
+    least = min_flagged(config, finetune_params)
     gate = make_gate(backbone, model["gate"], config.gate_depth, training.seed)
+    best: dict[str, Any] = {"epoch": 0, "separation": -math.inf}
+    epoch = 0
+
+    def evaluate(g: nn.Module) -> dict[str, float]:
+        nonlocal epoch
+        epoch += 1
+        conf = gate_confidences(g, poisoned_train)["confidence"]
+        split = otsu_split(conf, least)
+        tau = config.tau if config.tau != "auto" else (split.tau if split else 1.0)
+        if split and split.separation > best["separation"]:
+            best.update(
+                epoch=epoch,
+                separation=split.separation,
+                state={k: v.detach().clone() for k, v in g.state_dict().items()},
+            )
+        return {
+            "separation": split.separation if split else math.nan,
+            "gate_tau": tau,
+            **gate_scores(conf > tau, poisoned_train.poisoned),
+        }
+
     history = fit(
         gate,
         poisoned_train,
         CrossEntropy(("plain",)),
         training,
         view_maker(gate, training),
-        evaluate=lambda g: gate_scores(
-            gate_confidences(g, poisoned_train)["confidence"] > config.tau,
-            poisoned_train.poisoned,
-        ),
+        evaluate=evaluate,
         name="gate",
     )
-    return gate, history.table()
+    table = history.table()
+    kept = len(table)
+    if config.gate_epoch == "separation":
+        if best["epoch"]:
+            gate.load_state_dict(best["state"])
+            kept = best["epoch"]
+        else:
+            log.warning(
+                "gate: no epoch left a confident minority of >= %d samples; keeping the last",
+                least,
+            )
+    table["kept"] = table.epoch == kept
+    log.info(
+        "gate: kept epoch %d of %d (gate_epoch %s, separation %.3g)",
+        kept,
+        len(table),
+        config.gate_epoch,
+        table.separation.iloc[kept - 1],
+    )
+    return gate, table
+
+
+def min_flagged(config: IEUConfig, finetune_params: dict[str, Any]) -> int:
+    """The fewest flagged samples ``tau: auto`` accepts: one unlearning batch (the queue
+    capacity), since fewer flags per epoch never trigger an unlearning step."""
+    return config.queue_capacity or int(finetune_params["batch_size"])
 
 
 def gate_confidences(gate: nn.Module, poisoned_train: ImageSet) -> dict[str, np.ndarray]:
@@ -60,9 +114,47 @@ def gate_confidences(gate: nn.Module, poisoned_train: ImageSet) -> dict[str, np.
     }
 
 
+def gate_threshold(
+    gate: nn.Module,
+    poisoned_train: ImageSet,
+    ieu: dict[str, Any],
+    finetune_params: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """The kept gate's confidences on the training set with the threshold stage 2 uses
+    (``tau``): the configured value, or with ``tau: auto`` the Otsu cut of these
+    confidences.  Where no cut leaves a confident minority, tau is 1 (nothing flagged: IEU
+    becomes plain finetuning) and a warning says so."""
+    config = IEUConfig.from_params(ieu["defence"])
+    arrays = gate_confidences(gate, poisoned_train)
+    conf = arrays["confidence"]
+    if config.tau != "auto":
+        tau = float(config.tau)
+    else:
+        split = otsu_split(conf, min_flagged(config, finetune_params))
+        if split is None:
+            log.warning(
+                "tau auto: the gate's confidences show no confident minority; nothing is "
+                "flagged and IEU's stage 2 is plain finetuning"
+            )
+            tau = 1.0
+        else:
+            tau = split.tau
+            log.info(
+                "tau auto: %.4f (separation %.3g, %d of %d samples flagged, %.1f%%)",
+                tau,
+                split.separation,
+                split.flagged,
+                split.total,
+                100 * split.share,
+            )
+    log.info("gate confidences, tau in the starred bin: %s", text_histogram(conf, tau))
+    return {**arrays, "tau": np.array(tau)}
+
+
 def finetune_ieu(
     backbone: nn.Module,
     gate: nn.Module,
+    gate_confidence: dict[str, np.ndarray],
     poisoned_train: ImageSet,
     clean_test: ImageSet,
     triggered_test: ImageSet,
@@ -71,12 +163,15 @@ def finetune_ieu(
     attack: dict[str, Any],
     key: RunKey,
 ):
-    """Stage 2: the robust module learns what the gate lets through and unlearns the rest."""
+    """Stage 2: the robust module learns what the gate lets through and unlearns the rest;
+    the gate flags confidences above ``gate_confidence["tau"]``."""
     config = key.replicate(TrainConfig.from_params(finetune_params))
+    tau = float(gate_confidence["tau"])
     objective = IEUObjective(
         gate,
         view_maker(gate),
         IEUConfig.from_params(ieu["defence"]),
+        tau,
         poisoned_train.num_classes,
         config.batch_size,
         config.clip,
@@ -94,4 +189,5 @@ def finetune_ieu(
         "ieu",
     )
     table = history.table()
-    return model, table, key.rows("ieu", final_metrics(table, history.seconds))
+    metrics = {**final_metrics(table, history.seconds), "gate_tau": tau}
+    return model, table, key.rows("ieu", metrics)

@@ -50,21 +50,22 @@ def ieu_template(replicate: Replicate) -> Pipeline:
         [
             node(
                 bound(nodes.train_gate, key=key),
-                ["backbone", "poisoned_train", "params:model", "params:ieu"],
+                ["backbone", "poisoned_train", "params:model", "params:ieu", "params:finetune"],
                 ["ieu_gate", "gate_history"],
                 name="train_gate",
             ),
             node(
-                nodes.gate_confidences,
-                ["ieu_gate", "poisoned_train"],
+                nodes.gate_threshold,
+                ["ieu_gate", "poisoned_train", "params:ieu", "params:finetune"],
                 "gate_confidence",
-                name="gate_confidences",
+                name="gate_threshold",
             ),
             node(
                 bound(nodes.finetune_ieu, key=key),
                 [
                     "backbone",
                     "ieu_gate",
+                    "gate_confidence",
                     "poisoned_train",
                     "clean_test",
                     "triggered_test",

@@ -27,9 +27,11 @@ def benchmark_subsets(subsets: dict[str, np.ndarray], potion: dict[str, Any]):
 
 
 def realistic_subsets(gate_confidence: dict[str, np.ndarray], potion: dict[str, Any]):
-    """Only the gate's confidences are read: never the ground-truth poison flags."""
+    """Only the gate's confidences are read: never the ground-truth poison flags.  The
+    threshold is ``potion.tau``, or where that is null the one IEU's stage 2 used."""
     config = PotionConfig.from_params(potion)
-    return realistic_discovery(gate_confidence["confidence"], config.tau)
+    tau = float(gate_confidence["tau"]) if config.tau is None else config.tau
+    return realistic_discovery(gate_confidence["confidence"], tau)
 
 
 def unlearn_poison(

@@ -25,11 +25,8 @@ def summary_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return main_table(results), potion_table(results)
 
 
-def confidence_figure(
-    ieu: dict[str, Any], *arrays: dict[str, np.ndarray], replicates: list[str]
-) -> go.Figure:
-    tau = float(ieu["defence"]["tau"])
-    return figures.confidence_cdf(dict(zip(replicates, arrays, strict=True)), tau)
+def confidence_figure(*arrays: dict[str, np.ndarray], replicates: list[str]) -> go.Figure:
+    return figures.confidence_cdf(dict(zip(replicates, arrays, strict=True)))
 
 
 def gate_history_figure(*histories: pd.DataFrame, replicates: list[str]) -> go.Figure:

@@ -97,7 +97,7 @@ def create_pipeline(params: dict[str, Any], upstream: Pipeline) -> Pipeline:
             node(figures.ca_asr, "results_long", "ca_asr_figure", name="ca_asr_figure"),
             node(
                 bound(nodes.confidence_figure, replicates=list(confidences)),
-                ["params:ieu", *confidences.values()],
+                list(confidences.values()) or None,
                 "gate_confidence_cdf_figure",
                 name="gate_confidence_cdf_figure",
             ),

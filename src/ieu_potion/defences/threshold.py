@@ -1,0 +1,87 @@
+"""Choosing IEU's gate threshold from the gate's own confidences (``tau: auto``).
+
+No ground truth is read.  The premise of IEU is that the shallow gate learns the trigger
+shortcut long before the clean task, so its confidences on the training set form a small
+confident group (the poison) apart from the bulk.  The confidences are taken to the logit
+scale, log(c / (1 - c)), where 0.95 and 0.998 lie far apart, and split in two by Otsu's
+rule computed exactly over the sorted values (no histogram bins): the cut that maximises
+the between-group variance, among cuts whose upper (flagged) group is a minority of at
+least ``min_flagged`` samples.  tau is the confidence at the middle of the gap the cut
+falls in.
+
+How well the two groups stand apart is Fisher's ratio (mean gap)^2 / (pooled within-group
+variance); unlike Otsu's explained-variance share it does not favour cuts into equal
+halves, so a small, tight, confident group scores high.  ``train_gate`` uses it to keep
+the gate epoch whose confidences separate best (``gate_epoch: separation``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_CLIP = 1e-7  # confidences are float32 softmax values: 1 - c is meaningless below this
+
+
+@dataclass(frozen=True)
+class Split:
+    tau: float  # flag confidence > tau
+    separation: float  # Fisher's ratio of the two groups on the logit scale
+    flagged: int  # samples above tau
+    total: int
+
+    @property
+    def share(self) -> float:
+        return self.flagged / self.total
+
+
+def logits(confidence: np.ndarray) -> np.ndarray:
+    c = np.clip(np.asarray(confidence, dtype=np.float64), _CLIP, 1.0 - _CLIP)
+    return np.log(c) - np.log1p(-c)
+
+
+def otsu_split(confidence: np.ndarray, min_flagged: int) -> Split | None:
+    """The best two-group cut of the confidences (see the module text), or None where no
+    cut leaves a minority of at least ``min_flagged`` samples above it (too few samples,
+    or the confidences take too few distinct values)."""
+    if min_flagged < 1:
+        raise ValueError(f"min_flagged must be >= 1, got {min_flagged}")
+    z = np.sort(logits(confidence))
+    n = len(z)
+    if n < 2:
+        return None
+    low = np.arange(1, n)  # cut after position k - 1: z[:k] low, z[k:] flagged
+    high = n - low
+    sums, squares = np.cumsum(z), np.cumsum(z * z)
+    mean_low = sums[low - 1] / low
+    mean_high = (sums[-1] - sums[low - 1]) / high
+    var_low = np.maximum(squares[low - 1] / low - mean_low**2, 0.0)
+    var_high = np.maximum((squares[-1] - squares[low - 1]) / high - mean_high**2, 0.0)
+    w_low, w_high = low / n, high / n
+    between = w_low * w_high * (mean_high - mean_low) ** 2
+    valid = (high >= min_flagged) & (high <= low) & (z[1:] > z[:-1])
+    if not valid.any():
+        return None
+    k = int(np.argmax(np.where(valid, between, -1.0)))
+    within = w_low[k] * var_low[k] + w_high[k] * var_high[k]
+    gap = mean_high[k] - mean_low[k]
+    separation = gap**2 / within if within > 0 else math.inf
+    middle = (z[k] + z[k + 1]) / 2.0
+    return Split(
+        tau=float(1.0 / (1.0 + math.exp(-middle))),
+        separation=float(separation),
+        flagged=int(high[k]),
+        total=n,
+    )
+
+
+def text_histogram(confidence: np.ndarray, tau: float, bins: int = 10) -> str:
+    """Counts per confidence bin on one line, the bin holding tau marked, for the log."""
+    counts, edges = np.histogram(np.asarray(confidence, dtype=float), bins=bins, range=(0, 1))
+    cells = []
+    for count, lo, hi in zip(counts, edges[:-1], edges[1:], strict=True):
+        mark = "*" if lo <= tau < hi or (hi == 1.0 and tau >= 1.0) else ""
+        cells.append(f"[{lo:.1f},{hi:.1f}){mark}:{count}")
+    return " ".join(cells)

@@ -1,0 +1,76 @@
+import math
+
+import numpy as np
+import pytest
+
+from ieu_potion.defences.threshold import logits, otsu_split, text_histogram
+
+
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def two_groups(n_clean=900, n_poison=100, clean_at=-1.0, poison_at=4.0, seed=0):
+    rng = np.random.default_rng(seed)
+    z = np.concatenate([rng.normal(clean_at, 0.5, n_clean), rng.normal(poison_at, 0.3, n_poison)])
+    poisoned = np.arange(n_clean + n_poison) >= n_clean
+    return sigmoid(z), poisoned
+
+
+def test_the_cut_falls_in_the_gap_between_a_confident_minority_and_the_bulk():
+    conf, poisoned = two_groups()
+    split = otsu_split(conf, min_flagged=10)
+    assert split.flagged == 100 and split.total == 1000 and split.share == pytest.approx(0.1)
+    assert np.array_equal(conf > split.tau, poisoned)
+    z = logits(conf)
+    # the middle of the gap between the highest clean and the lowest poisoned logit
+    assert logits(split.tau) == pytest.approx((z[~poisoned].max() + z[poisoned].min()) / 2)
+    # Fisher's ratio: gap 5 between the means, within-group sd about 0.48
+    assert 80 < split.separation < 140
+
+
+def test_the_cut_follows_the_data_not_a_constant():
+    """Where the paper needs 0.998 (easy data: clean samples confident too) the cut moves up;
+    where poison never reaches 0.95 it moves down: the same rule finds both."""
+    easy, poisoned = two_groups(clean_at=3.0, poison_at=8.0)
+    hard, _ = two_groups(clean_at=-1.0, poison_at=1.8)
+    high, low = otsu_split(easy, 10), otsu_split(hard, 10)
+    assert high.tau > 0.99 and np.array_equal(easy > high.tau, poisoned)
+    assert low.tau < 0.8 and (hard > low.tau)[poisoned].mean() > 0.95
+
+
+def test_fisher_ratio_prefers_a_small_tight_group_to_an_even_split():
+    tight, _ = two_groups(n_clean=950, n_poison=50)
+    rng = np.random.default_rng(1)
+    broad = sigmoid(rng.normal(0.0, 2.0, 1000))  # one wide mode: any cut is arbitrary
+    assert otsu_split(tight, 10).separation > 10 * otsu_split(broad, 10).separation
+
+
+def test_the_flagged_group_is_a_minority_of_at_least_min_flagged():
+    conf, _ = two_groups(n_clean=300, n_poison=700)  # the confident group is the majority
+    split = otsu_split(conf, 10)
+    assert split.flagged <= 500
+    small, _ = two_groups(n_clean=990, n_poison=10)
+    assert otsu_split(small, 20).flagged >= 20
+    assert otsu_split(small, 10).flagged == 10
+
+
+def test_no_cut_where_no_minority_of_the_least_size_can_be_separated():
+    assert otsu_split(np.full(100, 0.3), 5) is None  # one value: nowhere to cut
+    assert otsu_split(np.array([0.2, 0.9]), 2) is None  # a minority of 2 needs 4 samples
+    assert otsu_split(np.array([0.5]), 1) is None
+    with pytest.raises(ValueError, match="min_flagged must be >= 1"):
+        otsu_split(np.array([0.1, 0.9]), 0)
+
+
+def test_confidences_of_exactly_one_stay_finite():
+    conf = np.concatenate([np.full(90, 0.2), np.full(10, 1.0)]).astype(np.float32)
+    split = otsu_split(conf, 5)
+    assert split.flagged == 10 and 0.2 < split.tau < 1.0 and math.isfinite(split.separation)
+
+
+def test_text_histogram_marks_the_bin_holding_tau():
+    text = text_histogram(np.array([0.05, 0.15, 0.95, 0.97]), tau=0.93, bins=10)
+    assert text.startswith("[0.0,0.1):1 [0.1,0.2):1 [0.2,0.3):0")
+    assert text.endswith("[0.9,1.0)*:2")
+    assert text_histogram(np.array([0.5]), tau=1.0, bins=2) == "[0.0,0.5):0 [0.5,1.0)*:1"
