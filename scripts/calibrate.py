@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the run's seed (as in `seeds`)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument(
+        "--undefended-only", action="store_true", help="stop after the undefended finetune"
+    )
+    parser.add_argument(
         "--confidences", metavar="NPZ", help="also write the gate's training confidences here"
     )
     args = parser.parse_args()
@@ -71,9 +74,21 @@ def main() -> None:
     _, _, none_rows = finetune_undefended(
         backbone, train, test, triggered, params["finetune"], attack, replicate.key("none")
     )
+    if args.undefended_only:
+        print(f"\n== {args.attack} on {params['dataset_name']} ({args.env}), undefended")
+        print(
+            f"train {len(train)} ({int(train.poisoned.sum())} poisoned): CA "
+            f"{metric(none_rows, 'clean_accuracy'):.3f}  ASR "
+            f"{metric(none_rows, 'attack_success_rate'):.3f}"
+        )
+        return
     ieu_key = replicate.key("ieu")
+    start = backbone
+    if params["model"].get("gate_pretrain"):
+        start, gate_pre = ieu.gate_backbone(pretrain, test, params["model"], 0)
+        print(f"gate pretraining: CA {gate_pre['clean_accuracy'].iloc[-1]:.3f}")
     gate, gate_history = ieu.train_gate(
-        backbone, train, params["model"], params["ieu"], params["finetune"], ieu_key
+        start, train, params["model"], params["ieu"], params["finetune"], ieu_key
     )
     conf = ieu.gate_threshold(gate, train, params["ieu"], params["finetune"])
     if args.confidences:

@@ -23,6 +23,12 @@ def _check_model(params: dict[str, Any]) -> None:
         ModelSpec.from_params(params[role], num_classes=2)
     check_weights(params["weights"])
     TrainConfig.from_params(params["pretrain"]["train"])
+    gate_pretrain = params.get("gate_pretrain")
+    if gate_pretrain:
+        depth = gate_pretrain.get("depth")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"gate_pretrain.depth must be an integer >= 1, got {depth!r}")
+        TrainConfig.from_params(gate_pretrain["train"])
 
 
 def _check_ieu(params: dict[str, Any]) -> None:

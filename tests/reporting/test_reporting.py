@@ -87,6 +87,14 @@ def test_gate_history_averages_seeds_per_epoch():
     assert recall.error_y.arrayminus[-1] == pytest.approx(0.6353, abs=1e-4)
 
 
+def test_gate_history_names_the_epoch_stage_two_kept():
+    first = sample_gate_history().assign(kept=[False, True, False])
+    second = sample_gate_history().assign(kept=[False, False, True])
+    text = figures.reading(figures.gate_history({"b.seed_0": first, "b.seed_1": second}))
+    assert "Stage 2 used the gate of epoch 2, 3 (per seed)" in text
+    assert "at precision 90.0%, 95.0% and recall 80.0%, 95.0%" in text
+
+
 def test_healed_vs_share_and_damage_use_benchmark_shares_with_intervals(results):
     by_share = figures.healed_vs_share(results)
     assert (

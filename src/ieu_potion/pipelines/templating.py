@@ -18,6 +18,7 @@ from kedro.pipeline import Pipeline, pipeline
 
 from ieu_potion.config import run_source_data
 from ieu_potion.results import RunKey, fingerprint, replicate_name
+from ieu_potion.unlearning.potion import with_own_settings
 
 
 def namespaces(params: dict[str, Any], pipeline_name: str, block: str = "attack") -> list[str]:
@@ -87,9 +88,19 @@ def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[s
         for part in path.split("."):
             value = (value or {}).get(part) if isinstance(value, dict) else None
         found[path] = value
-    if family == "potion" and (params.get("potion") or {}).get("discovery") != "realistic":
-        found.pop("ieu")
+    if family == "potion":
+        if "potion" in params[namespace]:
+            found["namespace_potion"] = params[namespace]["potion"]
+        if potion_settings(params, namespace).get("discovery") != "realistic":
+            found.pop("ieu")
     return found
+
+
+def potion_settings(params: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The Potion settings of ``namespace``: ``potion`` with ``<namespace>.potion`` over it."""
+    return with_own_settings(
+        params.get("potion") or {}, (params.get(namespace) or {}).get("potion")
+    )
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,7 @@ def bound(function, **kwargs):
 
 def global_input(name: str, params: dict[str, Any], seed: int) -> str:
     """The dataset a template's global input ``name`` stands for at ``seed``."""
-    where = backbone_namespace(params, seed) if name.startswith("backbone") else None
+    where = backbone_namespace(params, seed) if name.endswith("backbone") else None
     return f"{where}.{name}" if where else name
 
 
@@ -143,9 +154,9 @@ def per_namespace(
     one for) and per seed.
 
     ``inputs`` stay global (shared by every namespace; the backbone per seed where
-    ``backbone_per_seed`` is set), ``parameters`` maps template parameters to global ones
-    and ``params:attack`` is the namespace's attack block; every other dataset is
-    prefixed with ``<namespace>.seed_<s>``.
+    ``backbone_per_seed`` is set), ``parameters`` maps template parameters to global ones,
+    ``params:attack`` is the namespace's attack block and ``params:namespace.<block>`` its
+    ``<namespace>.<block>``; every other dataset is prefixed with ``<namespace>.seed_<s>``.
     """
     names = namespaces(params, pipeline_name)
     names += [ns for ns in extra if ns not in names]
@@ -155,11 +166,18 @@ def per_namespace(
             replicate = Replicate(ns, seed, params)
             copy = template(replicate)
             mapping = {**parameters, "params:attack": f"params:{ns}.attack"}
+            for name in copy.all_inputs():
+                if name.startswith("params:namespace."):
+                    mapping[name] = f"params:{ns}.{name.removeprefix('params:namespace.')}"
             copies.append(
                 pipeline(
                     copy,
                     namespace=replicate.name,
-                    inputs={name: global_input(name, params, seed) for name in inputs},
+                    inputs={
+                        name: global_input(name, params, seed)
+                        for name in inputs
+                        if name in copy.all_inputs()
+                    },
                     parameters={k: v for k, v in mapping.items() if k in copy.all_inputs()},
                     tags=[pipeline_name, ns, f"seed_{seed}"],
                 )

@@ -258,6 +258,14 @@ def gate_history(histories: dict[str, pd.DataFrame]) -> go.Figure:
             f"samples flagged); mean recall first reaches 90% of its final value at epoch "
             f"{int(reach)}."
         )
+        if "kept" in history:
+            kept = history[history.kept.astype(bool)]
+            sentences.append(
+                f"Stage 2 used the gate of epoch {', '.join(map(str, kept.epoch.tolist()))} "
+                "(per seed), at precision "
+                f"{', '.join(f'{v:.1%}' for v in kept.gate_precision)} and recall "
+                f"{', '.join(f'{v:.1%}' for v in kept.gate_recall)}."
+            )
     figure.update_layout(xaxis_title="epoch", yaxis_tickformat=".0%", height=420)
     return with_reading(figure, title, " ".join(sentences))
 

@@ -82,6 +82,16 @@ class PotionConfig:
             raise ValueError("importance_batch_size must be >= 1")
 
 
+def with_own_settings(potion: dict[str, Any], own: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The shared ``potion`` block with a namespace's own entries over it (the paper's
+    benchmark sets ``retain_set: exact`` for its namespace alone, say); a ``ptn`` entry is
+    merged key by key."""
+    merged = dict(potion)
+    for name, value in (own or {}).items():
+        merged[name] = {**(merged.get("ptn") or {}), **value} if name == "ptn" else value
+    return merged
+
+
 def realistic_discovery(confidence: np.ndarray, tau: float) -> dict[str, np.ndarray]:
     """S_f = the training samples the IEU gate is more than ``tau`` confident on."""
     flagged = np.flatnonzero(np.asarray(confidence) > tau)

@@ -28,6 +28,23 @@ def backbone(pretrain_images: ImageSet, clean_test: ImageSet, model: dict[str, A
     return net, history.table()
 
 
+def gate_backbone(
+    pretrain_images: ImageSet, clean_test: ImageSet, model: dict[str, Any], seed: int
+):
+    """With ``model.gate_pretrain``: the configured gate ViT at ``gate_pretrain.depth``
+    blocks, pretrained on the clean split as the backbone is (the offline stand-in for the
+    paper's ImageNet-pretrained ViT); ``train_gate`` truncates it to the gate's depth with
+    a fresh head."""
+    settings = model["gate_pretrain"]
+    spec = ModelSpec.from_params(model["gate"], pretrain_images.num_classes).with_kwargs(
+        depth=settings["depth"]
+    )
+    net, history = prepare_backbone(
+        spec, {"source": "pretrain"}, pretrain_images, clean_test, settings, seed
+    )
+    return net, history.table()
+
+
 def train_gate(
     backbone: nn.Module,
     poisoned_train: ImageSet,

@@ -17,20 +17,29 @@ from ieu_potion.pipelines.templating import (
 )
 
 
+def gate_pretrained(params: dict[str, Any]) -> bool:
+    return bool((params.get("model") or {}).get("gate_pretrain"))
+
+
 def backbone_pipeline(params: dict[str, Any]) -> Pipeline:
-    """The robust module's starting weights: one shared by every attack and seed (the
-    default), or one per seed (``backbone_per_seed``, namespace ``seed_<s>``)."""
+    """The robust module's starting weights (and with ``model.gate_pretrain`` the gate's):
+    one shared by every attack and seed (the default), or one per seed
+    (``backbone_per_seed``, namespace ``seed_<s>``)."""
     copies = []
     for seed in seeds(params) if backbone_namespace(params, 0) else [0]:
+        builders = [(nodes.backbone, "backbone")]
+        if gate_pretrained(params):
+            builders.append((nodes.gate_backbone, "gate_backbone"))
         template = pipeline(
             [
                 node(
-                    bound(nodes.backbone, seed=seed),
+                    bound(build, seed=seed),
                     ["pretrain_images", "clean_test", "params:model"],
-                    ["backbone", "backbone_history"],
-                    name="backbone",
+                    [name, f"{name}_history"],
+                    name=name,
                     tags=["models"],
-                ),
+                )
+                for build, name in builders
             ]
         )
         copies.append(
@@ -46,11 +55,12 @@ def backbone_pipeline(params: dict[str, Any]) -> Pipeline:
 
 def ieu_template(replicate: Replicate) -> Pipeline:
     key = replicate.key("ieu")
+    start = "gate_backbone" if gate_pretrained(replicate.params) else "backbone"
     return pipeline(
         [
             node(
                 bound(nodes.train_gate, key=key),
-                ["backbone", "poisoned_train", "params:model", "params:ieu", "params:finetune"],
+                [start, "poisoned_train", "params:model", "params:ieu", "params:finetune"],
                 ["ieu_gate", "gate_history"],
                 name="train_gate",
             ),
@@ -85,6 +95,6 @@ def create_pipeline(params: dict[str, Any]) -> Pipeline:
         ieu_template,
         params,
         "ieu_finetune",
-        {"backbone", "clean_test"},
+        {"backbone", "gate_backbone", "clean_test"},
         shared_parameters("model", "ieu", "finetune"),
     )

@@ -2,37 +2,49 @@
 
 ``potion.discovery`` picks where the discovered subsets come from: ``benchmark`` (the
 nested ground-truth shares of data_poisoning) or ``realistic`` (the samples IEU's gate
-flags, which pulls the gate's training into the run).
+flags, which pulls the gate's training into the run).  A namespace may carry its own
+``<namespace>.potion`` entries over the shared block (node ``potion_settings``).
 """
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.pipelines.potion_unlearning import nodes
-from ieu_potion.pipelines.templating import Replicate, bound, per_namespace, shared_parameters
+from ieu_potion.pipelines.templating import (
+    Replicate,
+    bound,
+    per_namespace,
+    potion_settings,
+    shared_parameters,
+)
+from ieu_potion.unlearning.potion import with_own_settings
 
 
-def potion_template(discovery: str, replicate: Replicate) -> Pipeline:
-    if discovery == "realistic":
+def potion_template(replicate: Replicate) -> Pipeline:
+    own = ["params:namespace.potion"] if "potion" in replicate.params[replicate.namespace] else []
+    settings = node(
+        with_own_settings, ["params:potion", *own], "potion_settings", name="potion_settings"
+    )
+    if potion_settings(replicate.params, replicate.namespace).get("discovery") == "realistic":
         select = node(
             nodes.realistic_subsets,
-            ["gate_confidence", "params:potion"],
+            ["gate_confidence", "potion_settings"],
             "potion_subsets",
             name="realistic_subsets",
         )
     else:
         select = node(
             nodes.benchmark_subsets,
-            ["discovery_subsets", "params:potion"],
+            ["discovery_subsets", "potion_settings"],
             "potion_subsets",
             name="benchmark_subsets",
         )
     return pipeline(
         [
+            settings,
             select,
             node(
                 bound(nodes.unlearn_poison, key=replicate.key("potion")),
@@ -43,7 +55,7 @@ def potion_template(discovery: str, replicate: Replicate) -> Pipeline:
                     "potion_subsets",
                     "clean_test",
                     "triggered_test",
-                    "params:potion",
+                    "potion_settings",
                     "params:finetune",
                     "params:attack",
                 ],
@@ -61,9 +73,8 @@ def potion_template(discovery: str, replicate: Replicate) -> Pipeline:
 
 
 def create_pipeline(params: dict[str, Any]) -> Pipeline:
-    discovery = (params.get("potion") or {}).get("discovery", "benchmark")
     return per_namespace(
-        partial(potion_template, discovery),
+        potion_template,
         params,
         "potion_unlearning",
         {"backbone", "clean_test"},
