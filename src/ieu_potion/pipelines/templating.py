@@ -155,8 +155,8 @@ def per_namespace(
 
     ``inputs`` stay global (shared by every namespace; the backbone per seed where
     ``backbone_per_seed`` is set), ``parameters`` maps template parameters to global ones,
-    ``params:attack`` is the namespace's attack block and ``params:namespace.<block>`` its
-    ``<namespace>.<block>``; every other dataset is prefixed with ``<namespace>.seed_<s>``.
+    ``params:namespace.<block>`` is the namespace's ``<namespace>.<block>`` (its
+    ``attack``, say); every other dataset is prefixed with ``<namespace>.seed_<s>``.
     """
     names = namespaces(params, pipeline_name)
     names += [ns for ns in extra if ns not in names]
@@ -165,7 +165,7 @@ def per_namespace(
         for seed in seeds(params):
             replicate = Replicate(ns, seed, params)
             copy = template(replicate)
-            mapping = {**parameters, "params:attack": f"params:{ns}.attack"}
+            mapping = dict(parameters)
             for name in copy.all_inputs():
                 if name.startswith("params:namespace."):
                     mapping[name] = f"params:{ns}.{name.removeprefix('params:namespace.')}"

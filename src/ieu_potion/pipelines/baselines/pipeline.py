@@ -27,7 +27,7 @@ def baselines_template(replicate: Replicate) -> Pipeline:
                     "clean_test",
                     "triggered_test",
                     "params:finetune",
-                    "params:attack",
+                    "params:namespace.attack",
                 ],
                 ["none_model", "none_history", "results_none"],
                 name="finetune_undefended",

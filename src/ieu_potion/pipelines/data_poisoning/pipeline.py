@@ -34,13 +34,13 @@ def attack_template(replicate: Replicate) -> Pipeline:
         [
             node(
                 bound(nodes.poison_train, key=key),
-                ["finetune_images", "params:attack"],
+                ["finetune_images", "params:namespace.attack"],
                 "poisoned_train",
                 name="poison_train",
             ),
             node(
                 bound(nodes.trigger_test, key=key),
-                ["clean_test", "params:attack"],
+                ["clean_test", "params:namespace.attack"],
                 "triggered_test",
                 name="trigger_test",
             ),
@@ -52,7 +52,12 @@ def attack_template(replicate: Replicate) -> Pipeline:
             ),
             node(
                 nodes.gallery,
-                ["clean_test", "triggered_test", "params:attack", "params:gallery_examples"],
+                [
+                    "clean_test",
+                    "triggered_test",
+                    "params:namespace.attack",
+                    "params:gallery_examples",
+                ],
                 "attack_gallery",
                 name="attack_gallery",
             ),

@@ -81,7 +81,7 @@ def ieu_template(replicate: Replicate) -> Pipeline:
                     "triggered_test",
                     "params:finetune",
                     "params:ieu",
-                    "params:attack",
+                    "params:namespace.attack",
                 ],
                 ["ieu_model", "ieu_history", "results_ieu"],
                 name="finetune_ieu",

@@ -57,7 +57,7 @@ def potion_template(replicate: Replicate) -> Pipeline:
                     "triggered_test",
                     "potion_settings",
                     "params:finetune",
-                    "params:attack",
+                    "params:namespace.attack",
                 ],
                 ["results_potion", "potion_trace"],
                 name="unlearn_poison",
