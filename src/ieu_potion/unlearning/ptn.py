@@ -65,16 +65,13 @@ class PTNConfig:
             raise ValueError(f"max_dampened must lie in (0, 1], got {self.max_dampened}")
 
 
-STOPS = ("converged", "min_percentile", "max_dampened", "max_steps")
-
-
 @dataclass
 class SearchResult:
     parameters: torch.Tensor
     alpha: float
     s: float
     steps: int
-    stop: str  # one of STOPS
+    stop: str  # converged, min_percentile, max_dampened or max_steps
     base_accuracy: float
     trace: list[dict[str, float]] = field(default_factory=list)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence, gate_scores
-from ieu_potion.defences.threshold import otsu_split, text_histogram
+from ieu_potion.defences.threshold import Split, otsu_split, text_histogram
 from ieu_potion.models import ModelSpec
 from ieu_potion.results import RunKey, final_metrics
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit, predict
@@ -72,7 +72,7 @@ def train_gate(
         epoch += 1
         conf = gate_confidences(g, poisoned_train)["confidence"]
         split = otsu_split(conf, least)
-        tau = config.tau if config.tau != "auto" else (split.tau if split else 1.0)
+        tau = stage_two_tau(config, split)
         if split and split.separation > best["separation"]:
             best.update(
                 epoch=epoch,
@@ -116,6 +116,14 @@ def train_gate(
     return gate, table
 
 
+def stage_two_tau(config: IEUConfig, split: Split | None) -> float:
+    """The configured tau, or with ``tau: auto`` the cut's; 1 (nothing flagged) where the
+    confidences allow no cut."""
+    if config.tau != "auto":
+        return float(config.tau)
+    return split.tau if split else 1.0
+
+
 def min_flagged(config: IEUConfig, finetune_params: dict[str, Any]) -> int:
     """The fewest flagged samples ``tau: auto`` accepts: one unlearning batch (the queue
     capacity), since fewer flags per epoch never trigger an unlearning step."""
@@ -144,18 +152,15 @@ def gate_threshold(
     config = IEUConfig.from_params(ieu["defence"])
     arrays = gate_confidences(gate, poisoned_train)
     conf = arrays["confidence"]
-    if config.tau != "auto":
-        tau = float(config.tau)
-    else:
-        split = otsu_split(conf, min_flagged(config, finetune_params))
+    split = otsu_split(conf, min_flagged(config, finetune_params))
+    tau = stage_two_tau(config, split)
+    if config.tau == "auto":
         if split is None:
             log.warning(
                 "tau auto: the gate's confidences show no confident minority; nothing is "
                 "flagged and IEU's stage 2 is plain finetuning"
             )
-            tau = 1.0
         else:
-            tau = split.tau
             log.info(
                 "tau auto: %.4f (separation %.3g, %d of %d samples flagged, %.1f%%)",
                 tau,
