@@ -21,8 +21,9 @@ import torch
 from kedro.io import DataCatalog
 
 from ieu_potion.config import project_config
+from ieu_potion.defences.registry import Task
+from ieu_potion.defences.undefended import FINETUNE_VIEWS
 from ieu_potion.training.engine import CrossEntropy, TrainConfig
-from ieu_potion.training.setup import finetune, view_maker
 from ieu_potion.unlearning.importance import flat_parameters, importances
 from ieu_potion.unlearning.potion import Evaluator, PotionConfig
 from ieu_potion.unlearning.ptn import ptn_search
@@ -47,8 +48,15 @@ def main() -> None:
     indices = catalog.load(f"{ns}.discovery_subsets")[args.share]
     attack = params[args.attack]["attack"]
     config = PotionConfig.from_params(params["potion"])
-    recipe = TrainConfig.from_params(params["finetune"])
-    views = view_maker(model, recipe)
+    task = Task(
+        backbone,
+        train,
+        clean,
+        triggered,
+        TrainConfig.from_params(params["finetune"]),
+        attack["target_class"],
+    )
+    views = task.views(model)
     forget = train.subset(indices)
     keep = np.ones(len(train), bool)
     keep[indices] = False
@@ -76,16 +84,7 @@ def main() -> None:
     metrics = evaluator.metrics(result.parameters)
 
     start = time.perf_counter()
-    _, history = finetune(
-        backbone,
-        retain,
-        clean,
-        triggered,
-        recipe,
-        CrossEntropy(("clean", "corrupted")),
-        attack["target_class"],
-        "eu",
-    )
+    _, history = task.finetune(CrossEntropy(FINETUNE_VIEWS), "eu", data=retain)
     history = history.table()
     t_eu = time.perf_counter() - start
 

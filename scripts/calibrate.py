@@ -1,12 +1,14 @@
 """Check the IEU premise on a configuration: does the default data let IEU work?
 
 Runs, outside Kedro but through the same node functions as the pipelines: split, poison,
-backbone, undefended finetune, gate (stage 1), IEU (stage 2); then prints the numbers
-that ../shared/DEFAULT_DATA.md sets as targets.
+backbone, undefended finetune, (with ``--baselines``) the listed defences of the baselines
+pipeline, gate (stage 1), IEU (stage 2); then prints the numbers that
+../shared/DEFAULT_DATA.md sets as targets, and every method's CA, ASR, time and memory.
 
     .venv/bin/python scripts/calibrate.py --attack badnets_white
     .venv/bin/python scripts/calibrate.py --env cifar10 --set cifar10_root=/data/cifar
     .venv/bin/python scripts/calibrate.py --set finetune.epochs=5 --set ieu.defence.tau=0.9
+    .venv/bin/python scripts/calibrate.py --attack wanet --baselines abl,ibau,attnblock
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import yaml
 from kedro.io import AbstractDataset
 
 from ieu_potion.config import project_config
-from ieu_potion.pipelines.baselines.nodes import finetune_undefended
+from ieu_potion.pipelines.baselines.nodes import defend, trusted_set
 from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source, trigger_test
 from ieu_potion.pipelines.ieu_finetune import nodes as ieu
 from ieu_potion.pipelines.templating import Replicate
@@ -54,6 +56,9 @@ def main() -> None:
         "--undefended-only", action="store_true", help="stop after the undefended finetune"
     )
     parser.add_argument(
+        "--baselines", default="", help="also run these defences (abl,ibau,attnblock)"
+    )
+    parser.add_argument(
         "--confidences", metavar="NPZ", help="also write the gate's training confidences here"
     )
     args = parser.parse_args()
@@ -71,9 +76,34 @@ def main() -> None:
     clock = time.perf_counter()
     backbone, pre = ieu.backbone(pretrain, test, params["model"], 0)
     t_backbone = time.perf_counter() - clock
-    _, _, none_rows = finetune_undefended(
-        backbone, train, test, triggered, params["finetune"], attack, replicate.key("none")
+    baselines = params.get("baselines") or {}
+    none, _, none_rows = defend(
+        backbone,
+        train,
+        test,
+        triggered,
+        params["finetune"],
+        baselines,
+        attack,
+        "none",
+        replicate.key("none"),
     )
+    others = {}
+    trusted = trusted_set(pretrain, finetune, baselines) if args.baselines else None
+    for method in args.baselines.split(",") if args.baselines else []:
+        *_, others[method] = defend(
+            backbone,
+            train,
+            test,
+            triggered,
+            params["finetune"],
+            baselines,
+            attack,
+            method,
+            replicate.key(method),
+            undefended=none,
+            trusted=trusted,
+        )
     if args.undefended_only:
         print(f"\n== {args.attack} on {params['dataset_name']} ({args.env}), undefended")
         print(
@@ -126,11 +156,18 @@ def main() -> None:
         f"precision {(flagged & p).sum() / max(1, flagged.sum()):.3f} "
         f"recall {(flagged & p).sum() / max(1, p.sum()):.3f}"
     )
-    for name, rows in (("none", none_rows), ("ieu", ieu_rows)):
+    for name, rows in (("none", none_rows), *others.items(), ("ieu", ieu_rows)):
+        found = dict(zip(rows.metric, rows.value, strict=True))
+        extra = {
+            k: found[k]
+            for k in ("isolation_precision", "isolation_recall", "perturbation_rms")
+            if k in found
+        }
         print(
-            f"{name:>5}: CA {metric(rows, 'clean_accuracy'):.3f}  "
-            f"ASR {metric(rows, 'attack_success_rate'):.3f}  "
-            f"s/epoch {metric(rows, 'seconds_per_epoch'):.1f}"
+            f"{name:>9}: CA {found.get('clean_accuracy', np.nan):.3f}  "
+            f"ASR {found.get('attack_success_rate', np.nan):.3f}  "
+            f"{found['seconds']:.0f} s  peak {found.get('peak_memory_mb', np.nan):.0f} MiB  "
+            + "  ".join(f"{k} {v:.3f}" for k, v in extra.items())
         )
     print(
         f"  ieu: unlearning steps {metric(ieu_rows, 'unlearning_steps'):.0f}, "

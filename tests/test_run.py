@@ -174,7 +174,12 @@ data_poisoning:
   discovery: {shares: [0.5, 1.0], seed: 0}
   gallery_examples: 2
 ieu_finetune: {attacks: [badnets_white]}
-baselines: {attacks: [badnets_white]}
+baselines:
+  attacks: [badnets_white]
+  methods: [none, abl, ibau, attnblock]
+  trusted: {fraction: 0.1, seed: 0}
+  abl: {isolation_epochs: 1, unlearning_epochs: 1}
+  ibau: {rounds: 1}
 badnets_white:
   attack: {name: badnets_white, target_class: 1, rate: 0.1, seed: 0}
 model:
@@ -257,6 +262,82 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
         assert rows.fingerprint.nunique() == 1 and not rows.duplicated(["metric"]).any()
     assert {"gate_precision", "gate_recall", "unlearning_steps"} <= set(ieu.metric)
     assert ieu.fingerprint[0] != none.fingerprint[0], "IEU's parameters are part of its key"
+    assert_baselines(tiny_project, vit=False)
+
+
+def assert_baselines(project, vit: bool):
+    """ABL, I-BAU and AttnBlock rows beside the undefended ones; AttnBlock applies to a ViT
+    robust module only and says so otherwise."""
+    import pandas as pd
+
+    rows = {
+        m: pd.read_parquet(project / RUN / f"results_{m}.parquet")
+        for m in ("none", "abl", "ibau", "attnblock")
+    }
+    metrics = {m: dict(zip(r.metric, r.value, strict=True)) for m, r in rows.items()}
+    for method in ("none", "abl", "ibau"):
+        assert {"clean_accuracy", "attack_success_rate", "seconds", "peak_memory_mb"} <= set(
+            metrics[method]
+        ), method
+    assert {"isolation_precision", "isolation_recall", "isolated"} <= set(metrics["abl"])
+    assert {"perturbation_norm", "trusted_samples"} <= set(metrics["ibau"])
+    assert metrics["ibau"]["trusted_samples"] > 0
+    assert len({r.fingerprint[0] for r in rows.values()}) == 4, "each method its own key"
+    assert metrics["attnblock"]["not_applicable"] == (0.0 if vit else 1.0)
+    assert ("clean_accuracy" in metrics["attnblock"]) == vit
+    history = pd.read_csv(project / RUN / "abl_history.csv")
+    assert list(history.phase.unique()) == ["isolation", "finetune", "unlearning"]
+    assert (project / "data/06_models/badnets_white/seed_0/ibau/model.safetensors").exists()
+    assert not (project / "data/06_models/badnets_white/seed_0/attnblock").exists()
+
+
+VIT_MODEL = """
+model:
+  robust:
+    name: vit_tiny_patch16_224
+    kwargs: {patch_size: 4, embed_dim: 24, depth: 2, num_heads: 2}
+    image_size: 16
+  gate: {name: vit_tiny_patch16_224, kwargs: {}, image_size: 16}
+  weights: {source: pretrain, path: null}
+  pretrain:
+    views: [plain]
+    train: {epochs: 1, batch_size: 64, lr: 1.0e-3}
+"""
+
+
+@pytest.mark.slow
+def test_five_methods_on_a_vit_robust_module_reach_the_report(tiny_project):
+    """With a ViT robust module every method applies: none, ABL, I-BAU, AttnBlock and IEU
+    each get a row in the report's main table."""
+    import pandas as pd
+
+    tiny = tiny_project / "conf" / "tiny"
+    text = (tiny / "parameters.yml").read_text()
+    start, end = text.index("\nmodel:\n") + 1, text.index("\nfinetune:") + 1
+    text = text[:start] + VIT_MODEL.lstrip() + text[end:]
+    (tiny / "parameters.yml").write_text(
+        text.replace(
+            "potion_unlearning: {attacks: [badnets_white]}", "potion_unlearning: {attacks: []}"
+        )
+    )
+    result = kedro(tiny_project, "--env", "tiny")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_baselines(tiny_project, vit=True)
+    table = pd.read_csv(tiny_project / "data/08_reporting/tables/main_table.csv")
+    assert list(table.method) == ["none", "ieu", "abl", "attnblock", "ibau"]
+    assert table.CA.notna().all() and table.ASR.notna().all()
+
+
+def test_unknown_baseline_method_is_rejected_before_any_work(tiny_project):
+    args = ["--env", "tiny", "--pipeline", "baselines", "--params", "baselines.methods=[ibu]"]
+    assert_rejected_before_any_work(
+        tiny_project, args, "unknown defence 'ibu'; valid: abl, attnblock, ibau, none"
+    )
+
+
+def test_bad_baseline_setting_is_rejected_before_any_work(tiny_project):
+    args = ["--env", "tiny", "--pipeline", "baselines", "--params", "baselines.abl.gamma=-1"]
+    assert_rejected_before_any_work(tiny_project, args, "baselines.abl.gamma must be > 0")
 
 
 def test_bad_ieu_threshold_is_rejected_before_any_work(tiny_project):

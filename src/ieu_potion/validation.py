@@ -8,6 +8,7 @@ from typing import Any
 from ieu_potion.attacks.poison import AttackConfig, check_shares
 from ieu_potion.data.split import check_split
 from ieu_potion.defences.ieu import IEUConfig
+from ieu_potion.defences.registry import check_baselines
 from ieu_potion.models import ModelSpec
 from ieu_potion.training.engine import TrainConfig
 from ieu_potion.training.setup import check_weights
@@ -44,4 +45,5 @@ PARAMETER_CHECKS: dict[str, Callable[[Any], Any]] = {
     "ieu": _check_ieu,
     "finetune": TrainConfig.from_params,
     "potion": PotionConfig.from_params,
+    "baselines": check_baselines,
 }

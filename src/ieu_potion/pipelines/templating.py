@@ -17,6 +17,7 @@ from typing import Any
 from kedro.pipeline import Pipeline, pipeline
 
 from ieu_potion.config import run_source_data
+from ieu_potion.defences.registry import get_defence
 from ieu_potion.results import RunKey, fingerprint, replicate_name
 from ieu_potion.unlearning.potion import with_own_settings
 
@@ -77,13 +78,22 @@ FAMILY_BLOCKS = {
 }
 
 
+def family_blocks(family: str) -> tuple[str, ...]:
+    """The parameter blocks behind a family's rows; a registered defence's are the common
+    ones, its own ``baselines.<name>`` block and, where it reads one, the trusted set's."""
+    if family in FAMILY_BLOCKS:
+        return FAMILY_BLOCKS[family]
+    trusted = ("baselines.trusted",) if "trusted" in get_defence(family).needs else ()
+    return (*_COMMON, f"baselines.{family}", *trusted)
+
+
 def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[str, Any]:
     """Every parameter that produced a ``family`` row of ``namespace``, seed aside."""
     found: dict[str, Any] = {
         "source_images": run_source_data(),
         "attack": params[namespace]["attack"],
     }
-    for path in FAMILY_BLOCKS[family]:
+    for path in family_blocks(family):
         value: Any = params
         for part in path.split("."):
             value = (value or {}).get(part) if isinstance(value, dict) else None

@@ -233,6 +233,15 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """Boundaries of an epoch's batches: ``batch_size`` each, the remainder last; a
+    remainder of one sample joins the batch before it (BatchNorm cannot train on one)."""
+    starts = list(range(0, n, batch_size)) + [n]
+    if len(starts) > 2 and n - starts[-2] == 1:
+        del starts[-2]
+    return starts
+
+
 def fit(
     model: nn.Module,
     data: ImageSet,
@@ -247,7 +256,8 @@ def fit(
     seed_everything(config.seed)
     model.to(device).train()
     optimizer = make_optimizer(model, device)
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    starts = batch_starts(len(data), config.batch_size)
+    steps_per_epoch = len(starts) - 1
     schedule = Schedule(config, steps_per_epoch)
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
@@ -266,7 +276,7 @@ def fit(
             disable=None,
         )
         for b in bar:
-            idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+            idx = order[starts[b] : starts[b + 1]]
             batch_images = images[idx].to(device)
             batch = Batch(
                 idx,

@@ -1,8 +1,8 @@
-"""What every method builds the same way: views for a model, evaluation, backbones."""
+"""What every method builds the same way: views for a model, evaluation, backbones, the
+gate (``defences/registry.Task.finetune`` trains a copy of a model)."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from typing import Any
@@ -15,7 +15,6 @@ from ieu_potion.models.factory import WEIGHT_SOURCES, load_backbone, read_state_
 from ieu_potion.training.engine import (
     CrossEntropy,
     History,
-    Objective,
     TrainConfig,
     accuracy,
     fit,
@@ -108,29 +107,3 @@ def make_gate(backbone: nn.Module, gate: dict[str, Any], depth: int, seed: int) 
         return shallow_vit(backbone, depth)
     spec = ModelSpec.from_params(gate, backbone.spec.num_classes).with_kwargs(depth=depth)
     return build_model(spec)
-
-
-def finetune(
-    backbone: nn.Module,
-    train: ImageSet,
-    clean_test: ImageSet,
-    triggered_test: ImageSet,
-    config: TrainConfig,
-    objective: Objective,
-    target_class: int,
-    name: str,
-) -> tuple[nn.Module, History]:
-    """Finetune a copy of ``backbone`` with ``objective``, evaluating CA and ASR each
-    epoch: (model, history)."""
-    model = copy.deepcopy(backbone)
-    views = view_maker(model, config)
-    history = fit(
-        model,
-        train,
-        objective,
-        config,
-        views,
-        evaluator(clean_test, triggered_test, target_class, views),
-        name=name,
-    )
-    return model, history

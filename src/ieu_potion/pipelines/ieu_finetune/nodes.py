@@ -11,11 +11,12 @@ from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence, gate_scores
+from ieu_potion.defences.registry import Task
 from ieu_potion.defences.threshold import Split, otsu_split, text_histogram
 from ieu_potion.models import ModelSpec
 from ieu_potion.results import RunKey, final_metrics
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit, predict
-from ieu_potion.training.setup import finetune, make_gate, prepare_backbone, view_maker
+from ieu_potion.training.setup import make_gate, prepare_backbone, view_maker
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,10 @@ def finetune_ieu(
 ):
     """Stage 2: the robust module learns what the gate lets through and unlearns the rest;
     the gate flags confidences above ``gate_confidence["tau"]``."""
-    config = key.replicate(TrainConfig.from_params(finetune_params))
+    task = Task.of_run(
+        backbone, poisoned_train, clean_test, triggered_test, finetune_params, attack, key
+    )
+    config = task.recipe
     tau = float(gate_confidence["tau"])
     objective = IEUObjective(
         gate,
@@ -200,16 +204,7 @@ def finetune_ieu(
         poisoned_train.poisoned,
         config.torch_device(),
     )
-    model, history = finetune(
-        backbone,
-        poisoned_train,
-        clean_test,
-        triggered_test,
-        config,
-        objective,
-        attack["target_class"],
-        "ieu",
-    )
+    model, history = task.finetune(objective, "ieu")
     table = history.table()
     metrics = {**final_metrics(table, history.seconds), "gate_tau": tau}
     return model, table, key.rows("ieu", metrics)

@@ -8,10 +8,11 @@ import numpy as np
 from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
+from ieu_potion.defences.registry import Task
+from ieu_potion.defences.undefended import FINETUNE_VIEWS
 from ieu_potion.reporting.tables import potion_table
 from ieu_potion.results import RunKey
-from ieu_potion.training.engine import CrossEntropy, TrainConfig
-from ieu_potion.training.setup import finetune, view_maker
+from ieu_potion.training.engine import CrossEntropy
 from ieu_potion.unlearning.potion import (
     Evaluator,
     PotionConfig,
@@ -48,22 +49,14 @@ def unlearn_poison(
 ):
     """Every configured method on every discovered subset: (results rows, PTN trace)."""
     config = PotionConfig.from_params(potion)
-    recipe = key.replicate(TrainConfig.from_params(finetune_params))
-    views = view_maker(poisoned_model, recipe)
-    target = attack["target_class"]
-    evaluator = Evaluator(poisoned_model, views, clean_test, triggered_test, target)
+    task = Task.of_run(
+        backbone, poisoned_train, clean_test, triggered_test, finetune_params, attack, key
+    )
+    views = task.views(poisoned_model)
+    evaluator = Evaluator(poisoned_model, views, clean_test, triggered_test, task.target_class)
 
     def retrain(retain: ImageSet) -> dict[str, float]:
-        _, history = finetune(
-            backbone,
-            retain,
-            clean_test,
-            triggered_test,
-            recipe,
-            CrossEntropy(("clean", "corrupted")),
-            target,
-            "eu",
-        )
+        _, history = task.finetune(CrossEntropy(FINETUNE_VIEWS), "eu", data=retain)
         last = history.epochs[-1]
         return {k: last[k] for k in ("clean_accuracy", "attack_success_rate", "poison_healed")}
 

@@ -1,0 +1,154 @@
+"""ABL, anti-backdoor learning (Li et al., NeurIPS 2021), in the finetuning setting.
+
+1. Isolation: finetune the backbone for ``isolation_epochs`` with the isolation loss on
+   the batch-mean cross-entropy L: flooding |L - gamma| + gamma (the authors' code) or
+   LGA sign(L - gamma) L (the paper).  Below gamma both push the loss back up, so the
+   clean task is held near gamma while the backdoor, learnt far faster, falls below it.
+2. The ``isolation_ratio`` share of training samples with the lowest per-sample loss
+   (eval mode, unaugmented view, training labels) is isolated; precision and recall
+   against the ground truth are recorded (scoring only).
+3. The isolation model is finetuned on the remaining samples with the recipe.
+4. ``unlearning_epochs`` of gradient ascent on the isolated samples at ``unlearning_lr``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ieu_potion.defences.ieu import gate_scores
+from ieu_potion.defences.registry import Outcome, Task, register_defence
+from ieu_potion.defences.undefended import FINETUNE_VIEWS
+from ieu_potion.results import final_metrics
+from ieu_potion.training.engine import CrossEntropy, predict
+
+log = logging.getLogger(__name__)
+
+ISOLATION_LOSSES = ("flooding", "lga")
+
+
+@dataclass(frozen=True)
+class ABLSettings:
+    isolation_loss: str = "flooding"
+    gamma: float = 0.5
+    isolation_epochs: int = 2
+    isolation_ratio: float = 0.01
+    unlearning_epochs: int = 5
+    unlearning_lr: float = 5e-4
+
+    def check(self, where: str) -> None:
+        if self.isolation_loss not in ISOLATION_LOSSES:
+            raise ValueError(
+                f"{where}.isolation_loss must be one of {', '.join(ISOLATION_LOSSES)}, "
+                f"got {self.isolation_loss!r}"
+            )
+        if self.gamma <= 0:
+            raise ValueError(f"{where}.gamma must be > 0, got {self.gamma}")
+        if self.isolation_epochs < 1 or self.unlearning_epochs < 0:
+            raise ValueError(f"{where}: isolation_epochs must be >= 1 and unlearning_epochs >= 0")
+        if not 0 < self.isolation_ratio < 1:
+            raise ValueError(
+                f"{where}.isolation_ratio must lie in (0, 1), got {self.isolation_ratio}"
+            )
+        if not 0 < self.unlearning_lr <= 1:
+            raise ValueError(f"{where}.unlearning_lr must lie in (0, 1], got {self.unlearning_lr}")
+
+
+def isolation_loss(loss: torch.Tensor, kind: str, gamma: float) -> torch.Tensor:
+    """The isolation objective of a (batch-mean) loss: equal to it above ``gamma``, and
+    below ``gamma`` its gradient reversed (ascent back towards gamma)."""
+    if kind == "lga":
+        return torch.sign(loss - gamma) * loss
+    return (loss - gamma).abs() + gamma
+
+
+class IsolationObjective(CrossEntropy):
+    def __init__(self, kind: str, gamma: float) -> None:
+        super().__init__(FINETUNE_VIEWS)
+        self.kind, self.gamma = kind, gamma
+
+    def loss(self, model, batch):
+        return isolation_loss(super().loss(model, batch), self.kind, self.gamma)
+
+
+class Ascent(CrossEntropy):
+    """Gradient ascent on the cross-entropy of the unaugmented view, in eval mode: the
+    isolated samples are few (one, say), and a batch of them must neither break nor
+    overwrite BatchNorm's statistics."""
+
+    def __init__(self) -> None:
+        super().__init__(("plain",))
+
+    def loss(self, model, batch):
+        model.eval()
+        return -super().loss(model, batch)
+
+
+def isolate(losses: np.ndarray, ratio: float) -> np.ndarray:
+    """Indices of the ``ratio`` share (at least one) of samples with the lowest loss."""
+    count = max(1, int(round(ratio * len(losses))))
+    return np.sort(np.argsort(losses, kind="stable")[:count])
+
+
+def per_sample_loss(model, task: Task) -> np.ndarray:
+    logits = torch.from_numpy(predict(model, task.train, task.views(model)))
+    labels = torch.from_numpy(task.train.labels)
+    return F.cross_entropy(logits, labels, reduction="none").numpy()
+
+
+@register_defence("abl", ABLSettings)
+def abl(task: Task, settings: ABLSettings) -> Outcome:
+    """ABL: isolate the lowest-loss samples, finetune on the rest, unlearn the isolated."""
+    objective = IsolationObjective(settings.isolation_loss, settings.gamma)
+    model, first = task.finetune(objective, "abl isolation", epochs=settings.isolation_epochs)
+    isolated = isolate(per_sample_loss(model, task), settings.isolation_ratio)
+    flags = np.zeros(len(task.train), dtype=bool)
+    flags[isolated] = True
+    scores = gate_scores(flags, task.train.poisoned)
+    precision, recall = scores["gate_precision"], scores["gate_recall"]
+    log.info(
+        "ABL isolated %d of %d samples (precision %.3f, recall %.3f against the ground truth)",
+        len(isolated),
+        len(flags),
+        precision,
+        recall,
+    )
+    model, second = task.finetune(
+        CrossEntropy(FINETUNE_VIEWS),
+        "abl finetune",
+        data=task.train.subset(np.flatnonzero(~flags)),
+        start=model,
+    )
+    phases = [first.table().assign(phase="isolation"), second.table().assign(phase="finetune")]
+    seconds = first.seconds + second.seconds
+    if settings.unlearning_epochs:
+        model, third = task.finetune(
+            Ascent(),
+            "abl unlearning",
+            data=task.train.subset(isolated),
+            start=model,
+            epochs=settings.unlearning_epochs,
+            lr=settings.unlearning_lr,
+            min_lr=0.0,
+            warmup_epochs=0.0,
+            schedule="constant",
+            weight_decay=(0.0, 0.0),
+        )
+        phases.append(third.table().assign(phase="unlearning"))
+        seconds += third.seconds
+    table = pd.concat(phases, ignore_index=True)
+    table["epoch"] = np.arange(1, len(table) + 1)
+    metrics = final_metrics(table.drop(columns="phase"), seconds)
+    metrics.update(
+        isolated=len(isolated),
+        isolation_precision=precision,
+        isolation_recall=recall,
+        ca_before_unlearning=second.epochs[-1]["clean_accuracy"],
+        asr_before_unlearning=second.epochs[-1]["attack_success_rate"],
+    )
+    return Outcome(model, table, metrics)

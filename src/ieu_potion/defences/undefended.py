@@ -1,0 +1,25 @@
+"""The undefended finetune ("none"): what every defence is compared with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ieu_potion.defences.registry import Outcome, Task, register_defence
+from ieu_potion.results import final_metrics
+from ieu_potion.training.engine import CrossEntropy
+
+FINETUNE_VIEWS = ("clean", "corrupted")
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    def check(self, where: str) -> None:
+        pass
+
+
+@register_defence("none", NoSettings)
+def undefended(task: Task, settings: NoSettings) -> Outcome:
+    """No defence: plain cross-entropy on the clean and corrupted crops, IEU's schedule."""
+    model, history = task.finetune(CrossEntropy(FINETUNE_VIEWS), "none")
+    table = history.table()
+    return Outcome(model, table, final_metrics(table, history.seconds))
