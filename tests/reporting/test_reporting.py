@@ -37,6 +37,24 @@ def test_markdown_table_rounds_and_leaves_nan_blank():
     )
 
 
+def test_main_table_keeps_a_method_that_does_not_apply_with_a_note():
+    from ieu_potion.results import RunKey
+
+    key = RunKey("digits", "badnets_white", "badnets_white", 0, "f")
+    rows = pd.concat(
+        [
+            key.rows("none", {"clean_accuracy": 0.9, "attack_success_rate": 0.8}),
+            key.rows("ibau", {"clean_accuracy": 0.85, "attack_success_rate": 0.1}),
+            key.rows("attnblock", {"not_applicable": 1.0, "seconds": 0.1}),
+        ]
+    )
+    table = main_table(rows).set_index("method")
+    assert list(table.index) == ["none", "attnblock", "ibau"]
+    assert table.note["attnblock"] == "not applicable to this robust module"
+    assert math.isnan(table.CA["attnblock"]) and table.note["ibau"] == ""
+    assert table.CA["ibau"] == pytest.approx(85.0)
+
+
 def test_ca_asr_reading_states_means_intervals_and_n(results):
     figure = figures.ca_asr(results)
     text = figures.reading(figure)

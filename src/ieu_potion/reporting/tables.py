@@ -76,7 +76,9 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
     """The IEU paper's main table: per attack namespace and method (those that use no
     discovered subset), CA and ASR in percent, mean and 95% interval over seeds, N; and
     for each method beside ``none`` whether its interval overlaps the undefended one's
-    ('overlap': the difference is not resolved; 'apart'; blank with N = 1)."""
+    ('overlap': the difference is not resolved; 'apart'; blank with N = 1).  A method that
+    does not apply to the run's robust module (AttnBlock without a ViT) stays in the
+    table, without numbers, and its ``note`` says so."""
     frame = per_seed(results, shares=False)
     metrics = [m for m, _ in MAIN_METRICS]
     if frame.empty or "clean_accuracy" not in frame:
@@ -102,6 +104,12 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
             )
             for _, row in table.iterrows()
         ]
+    table["note"] = ""
+    if "not_applicable" in frame:
+        skipped = frame.groupby(["namespace", "method"]).not_applicable.max() == 1
+        for namespace, method in skipped[skipped].index:
+            rows = (table.namespace == namespace) & (table.method == method)
+            table.loc[rows, "note"] = "not applicable to this robust module"
     return sort_methods(table).reset_index(drop=True)
 
 
