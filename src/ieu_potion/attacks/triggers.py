@@ -32,6 +32,18 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
 
 
+TRIGGERS: dict[str, type[Trigger]] = {}
+
+
+def register_trigger(cls: type[Trigger]) -> type[Trigger]:
+    """Class decorator: make ``cls`` an attack under its ``name`` (SPEC.md's names); the
+    registry lists attacks in the order they are registered."""
+    if cls.name in TRIGGERS:
+        raise ValueError(f"attack {cls.name!r} is registered twice")
+    TRIGGERS[cls.name] = cls
+    return cls
+
+
 class Trigger:
     """Base class: ``name``, whether labels are kept, and the trigger itself."""
 
@@ -100,6 +112,7 @@ class _Patch(Trigger):
         return out
 
 
+@register_trigger
 class BadNetsWhite(_Patch):
     name = "badnets_white"
 
@@ -107,6 +120,7 @@ class BadNetsWhite(_Patch):
         return np.ones((size, size, 3), np.float32)
 
 
+@register_trigger
 class BadNetsPattern(_Patch):
     name = "badnets_pattern"
 
@@ -115,6 +129,7 @@ class BadNetsPattern(_Patch):
         return np.repeat(checker[..., None], 3, axis=-1)
 
 
+@register_trigger
 class TrojanSquare(_Patch):
     """A larger fixed patch of seeded random colours."""
 
@@ -125,6 +140,7 @@ class TrojanSquare(_Patch):
         return self.rng.integers(0, 2, size=(size, size, 3)).astype(np.float32)
 
 
+@register_trigger
 class PotionBadNet(_Patch):
     """Potion benchmark BadNet: the patch takes each image's own maximum value."""
 
@@ -141,6 +157,7 @@ class PotionBadNet(_Patch):
         return out
 
 
+@register_trigger
 class MovingTrigger(_Patch):
     """A white patch in a corner drawn at random for every image."""
 
@@ -167,6 +184,7 @@ class MovingTrigger(_Patch):
 # --------------------------------------------------------------------------- blends
 
 
+@register_trigger
 class Blended(Trigger):
     """A fixed full-size random pattern blended in: (1 - w) x + w p."""
 
@@ -182,6 +200,7 @@ class Blended(Trigger):
         return (1 - w) * images + w * self.pattern
 
 
+@register_trigger
 class TrojanWatermark(Trigger):
     """A fixed watermark (smooth blobs thresholded into a stamp) blended in where it lies."""
 
@@ -199,6 +218,7 @@ class TrojanWatermark(Trigger):
         return (1 - w) * images + w
 
 
+@register_trigger
 class Sinusoidal(Trigger):
     """Potion's sine overlay: a vertical-stripe sine at each image's maximum value, blended."""
 
@@ -216,6 +236,7 @@ class Sinusoidal(Trigger):
         return (1 - w) * images + w * peak * wave
 
 
+@register_trigger
 class Sig(Trigger):
     """Clean-label SIG: add a horizontal sinusoid to target-class images only."""
 
@@ -240,6 +261,7 @@ def _sine(width: int, frequency: float) -> np.ndarray:
 # ----------------------------------------------------------------- additive patterns
 
 
+@register_trigger
 class L0Invisible(Trigger):
     """A few fixed pixels set to fixed extreme values (sparse, L0-bounded)."""
 
@@ -265,6 +287,7 @@ class L0Invisible(Trigger):
         return out
 
 
+@register_trigger
 class L2Invisible(Trigger):
     """A fixed dense noise pattern with a small per-value RMS (L2-bounded)."""
 
@@ -280,6 +303,7 @@ class L2Invisible(Trigger):
         return images + self.pattern
 
 
+@register_trigger
 class Smooth(Trigger):
     """A low-frequency additive pattern: coarse random grid upsampled smoothly."""
 
@@ -330,6 +354,7 @@ class _Warp(Trigger):
         return torch.stack([grid_x, grid_y], dim=-1)[None]  # (1, H, W, 2) as (x, y)
 
 
+@register_trigger
 class WaNet(_Warp):
     """A small fixed elastic warp: random k x k flow, normalised, upsampled (weak attack)."""
 
@@ -348,6 +373,7 @@ class WaNet(_Warp):
         return grid.clamp(-1, 1)
 
 
+@register_trigger
 class BATT(_Warp):
     """A fixed image transformation as the trigger: rotation by ``angle`` degrees."""
 
@@ -362,27 +388,6 @@ class BATT(_Warp):
             dtype=torch.float32,
         )
         return self.identity_grid() @ rotation.T
-
-
-TRIGGERS: dict[str, type[Trigger]] = {
-    cls.name: cls
-    for cls in (
-        BadNetsWhite,
-        BadNetsPattern,
-        Blended,
-        Sig,
-        TrojanSquare,
-        TrojanWatermark,
-        L0Invisible,
-        L2Invisible,
-        Smooth,
-        WaNet,
-        BATT,
-        PotionBadNet,
-        MovingTrigger,
-        Sinusoidal,
-    )
-}
 
 
 def make_trigger(name: str, image_size: tuple[int, int], seed: int, **settings) -> Trigger:

@@ -4,6 +4,11 @@ Methods: ``none`` (the poisoned model), ``eu`` (re-finetune from the same starti
 on D minus S_f with the original recipe), ``ssd`` (SSD dampening over a fixed alpha grid),
 and ``ssd_ptn``, ``lf_ptn``, ``xlf_ptn`` (the importance named, alpha chosen by PTN).
 
+Each method is a function of one ``Share`` (``METHOD_RUNNERS``): the discovered subset,
+its retain set and importances computed on first use, inside a ``PotionContext`` shared by
+every share (the poisoned model's parameters and metrics, the evaluator, the whole-set
+retain importances).
+
 Discovery comes in two modes: ``benchmark`` uses the nested ground-truth shares drawn by
 data_poisoning; ``realistic`` uses the samples that IEU's gate flags above tau (its
 confidences alone: no ground truth is read).
@@ -17,6 +22,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -165,6 +171,156 @@ def tradeoff(
     return pd.DataFrame(rows, index=alphas.index)
 
 
+@dataclass
+class PotionContext:
+    """What every method on every share reads: the poisoned model's parameters and
+    metrics, the evaluator, the views and configuration, and the retain importances of
+    the whole training set (``retain_set: full``), computed once per kind."""
+
+    model: nn.Module
+    train: ImageSet
+    evaluator: Evaluator
+    views: ViewMaker
+    config: PotionConfig
+    retrain: Callable[[ImageSet], dict[str, float]] | None
+    seed: int
+    theta0: torch.Tensor = field(init=False)
+    before: dict[str, float] = field(init=False)
+    full_retain: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.theta0 = flat_parameters(self.model)
+        self.before = self.evaluator.metrics(self.theta0)
+        log.info(
+            "poisoned model: CA %.4f, ASR %.4f, healed %.4f",
+            self.before["clean_accuracy"],
+            self.before["attack_success_rate"],
+            self.before["poison_healed"],
+        )
+
+    def importance(self, kind: str, data: ImageSet) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()
+        value = importances(
+            self.model, data, kind, self.views, self.config.importance_batch_size, self.seed
+        )
+        return value, time.perf_counter() - start
+
+
+@dataclass
+class Share:
+    """One discovered subset S_f: the forget and retain sets, their importances (computed
+    on first use, once per kind) and the records and PTN traces of its methods."""
+
+    context: PotionContext
+    name: str
+    forget: ImageSet
+    retain: ImageSet
+    records: list[dict[str, Any]] = field(default_factory=list)
+    traces: list[pd.DataFrame] = field(default_factory=list)
+    _importances: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = field(default_factory=dict)
+
+    def importances(self, kind: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(I_f, I_r, seconds charged to this share) for ``kind``."""
+        if kind not in self._importances:
+            ctx = self.context
+            imp_f, seconds = ctx.importance(kind, self.forget)
+            if ctx.config.retain_set == "full":
+                if kind not in ctx.full_retain:
+                    ctx.full_retain[kind], t_r = ctx.importance(kind, ctx.train)
+                    log.info("%s retain importance on the full training set: %.1f s", kind, t_r)
+                imp_r = ctx.full_retain[kind]
+            else:
+                imp_r, t_r = ctx.importance(kind, self.retain)
+                seconds += t_r
+            self._importances[kind] = (imp_f, imp_r, seconds)
+        return self._importances[kind]
+
+    def record(self, method: str, metrics: dict[str, float], seconds: float, **extra) -> None:
+        before = self.context.before["clean_accuracy"]
+        self.records.append(
+            {
+                "share": self.name,
+                "method": method,
+                **metrics,
+                "model_damage": 100.0 * (metrics["clean_accuracy"] - before),
+                "seconds": seconds,
+                **extra,
+            }
+        )
+
+
+def run_none(share: Share) -> None:
+    share.record("none", share.context.before, 0.0)
+
+
+def run_ssd(share: Share) -> None:
+    """SSD at each alpha of the fixed grid."""
+    ctx = share.context
+    imp_f, imp_r, imp_seconds = share.importances("ssd")
+    for alpha in ctx.config.ssd_alphas:
+        start = time.perf_counter()
+        theta = kernels.dampen(ctx.theta0, imp_f, imp_r, alpha, ctx.config.ptn.lam)
+        seconds = imp_seconds + time.perf_counter() - start
+        share.record(f"ssd_alpha_{alpha:g}", ctx.evaluator.metrics(theta), seconds, alpha=alpha)
+
+
+def run_ptn(share: Share, kind: str) -> None:
+    """The ``kind`` importances dampened at the alpha PTN chooses."""
+    ctx = share.context
+    method = f"{kind}_ptn"
+    imp_f, imp_r, imp_seconds = share.importances(kind)
+    start = time.perf_counter()
+    result = ptn_search(
+        ctx.theta0,
+        imp_f,
+        imp_r,
+        lambda theta: ctx.evaluator.accuracy(theta, share.forget),
+        len(share.forget),
+        len(share.retain),
+        ctx.config.ptn,
+    )
+    search = time.perf_counter() - start
+    trace = pd.DataFrame(result.trace).assign(share=share.name, method=method)
+    if share.name in ctx.config.tradeoff_shares:
+        trace = trace.join(
+            tradeoff(ctx.theta0, imp_f, imp_r, trace.alpha, ctx.evaluator, ctx.config)
+        )
+    share.traces.append(trace)
+    share.record(
+        method,
+        ctx.evaluator.metrics(result.parameters),
+        imp_seconds + search,
+        alpha=result.alpha,
+        ptn_steps=result.steps,
+        ptn_converged=float(result.converged),
+        ptn_last_percentile=trace.percentile.iloc[-1] if len(trace) else math.nan,
+        ptn_last_dampened_share=trace.dampened_share.iloc[-1] if len(trace) else math.nan,
+        search_seconds=search,
+        importance_seconds=imp_seconds,
+    )
+
+
+def run_eu(share: Share) -> None:
+    """Re-finetuning on D minus S_f, on the shares ``eu_shares`` lists."""
+    ctx = share.context
+    if ctx.retrain is None or (ctx.config.eu_shares and share.name not in ctx.config.eu_shares):
+        return
+    start = time.perf_counter()
+    metrics = ctx.retrain(share.retain)
+    share.record("eu", metrics, time.perf_counter() - start)
+
+
+# Each method of METHODS on one share, in the order its records are written.
+METHOD_RUNNERS: dict[str, Callable[[Share], None]] = {
+    "none": run_none,
+    "ssd": run_ssd,
+    "ssd_ptn": partial(run_ptn, kind="ssd"),
+    "lf_ptn": partial(run_ptn, kind="lf"),
+    "xlf_ptn": partial(run_ptn, kind="xlf"),
+    "eu": run_eu,
+}
+
+
 def run_potion(
     model: nn.Module,
     train: ImageSet,
@@ -181,109 +337,19 @@ def run_potion(
     accuracy change in points) and ``seconds``.  ``retrain(retain_set)`` runs EU; ``seed``
     draws the augmentations the importances are computed on.
     """
-    theta0 = flat_parameters(model)
-    before = evaluator.metrics(theta0)
-    log.info(
-        "poisoned model: CA %.4f, ASR %.4f, healed %.4f",
-        before["clean_accuracy"],
-        before["attack_success_rate"],
-        before["poison_healed"],
-    )
-    kinds = {m.removesuffix("_ptn") for m in config.methods if m.endswith("_ptn")}
-    if "ssd" in config.methods:
-        kinds.add("ssd")
-    retain_cache: dict[str, torch.Tensor] = {}
+    context = PotionContext(model, train, evaluator, views, config, retrain, seed)
     records: list[dict[str, Any]] = []
-    traces = []
-
-    def record(share, method, metrics, seconds, **extra):
-        damage = 100.0 * (metrics["clean_accuracy"] - before["clean_accuracy"])
-        records.append(
-            {
-                "share": share,
-                "method": method,
-                **metrics,
-                "model_damage": damage,
-                "seconds": seconds,
-                **extra,
-            }
-        )
-
-    def importance(kind: str, data: ImageSet) -> tuple[torch.Tensor, float]:
-        start = time.perf_counter()
-        value = importances(model, data, kind, views, config.importance_batch_size, seed)
-        return value, time.perf_counter() - start
-
-    for share, indices in subsets.items():
-        forget = train.subset(indices)
+    traces: list[pd.DataFrame] = []
+    for name, indices in subsets.items():
         keep = np.ones(len(train), dtype=bool)
         keep[indices] = False
-        retain = train.subset(np.flatnonzero(keep))
-        log.info("share %s: %d discovered, %d retained", share, len(forget), len(retain))
-        if "none" in config.methods:
-            record(share, "none", before, 0.0)
-        imp_f, imp_r, imp_seconds = {}, {}, {}
-        for kind in sorted(kinds):
-            imp_f[kind], t_f = importance(kind, forget)
-            if config.retain_set == "full":
-                if kind not in retain_cache:
-                    retain_cache[kind], t_r = importance(kind, train)
-                    log.info("%s retain importance on the full training set: %.1f s", kind, t_r)
-                imp_r[kind] = retain_cache[kind]
-                imp_seconds[kind] = t_f
-            else:
-                imp_r[kind], t_r = importance(kind, retain)
-                imp_seconds[kind] = t_f + t_r
-        if "ssd" in config.methods:
-            for alpha in config.ssd_alphas:
-                start = time.perf_counter()
-                theta = kernels.dampen(theta0, imp_f["ssd"], imp_r["ssd"], alpha, config.ptn.lam)
-                seconds = imp_seconds["ssd"] + time.perf_counter() - start
-                record(
-                    share, f"ssd_alpha_{alpha:g}", evaluator.metrics(theta), seconds, alpha=alpha
-                )
-        for method in config.methods:
-            if not method.endswith("_ptn"):
-                continue
-            kind = method.removesuffix("_ptn")
-            start = time.perf_counter()
-            result = ptn_search(
-                theta0,
-                imp_f[kind],
-                imp_r[kind],
-                lambda theta, data=forget: evaluator.accuracy(theta, data),
-                len(forget),
-                len(retain),
-                config.ptn,
-            )
-            search = time.perf_counter() - start
-            trace = pd.DataFrame(result.trace).assign(share=share, method=method)
-            if share in config.tradeoff_shares:
-                trace = trace.join(
-                    tradeoff(theta0, imp_f[kind], imp_r[kind], trace.alpha, evaluator, config)
-                )
-            traces.append(trace)
-            record(
-                share,
-                method,
-                evaluator.metrics(result.parameters),
-                imp_seconds[kind] + search,
-                alpha=result.alpha,
-                ptn_steps=result.steps,
-                ptn_converged=float(result.converged),
-                ptn_last_percentile=trace.percentile.iloc[-1] if len(trace) else math.nan,
-                ptn_last_dampened_share=trace.dampened_share.iloc[-1] if len(trace) else math.nan,
-                search_seconds=search,
-                importance_seconds=imp_seconds[kind],
-            )
-        if (
-            "eu" in config.methods
-            and retrain is not None
-            and (not config.eu_shares or share in config.eu_shares)
-        ):
-            start = time.perf_counter()
-            metrics = retrain(retain)
-            record(share, "eu", metrics, time.perf_counter() - start)
+        share = Share(context, name, train.subset(indices), train.subset(np.flatnonzero(keep)))
+        log.info("share %s: %d discovered, %d retained", name, len(share.forget), len(share.retain))
+        for method in METHOD_RUNNERS:
+            if method in config.methods:
+                METHOD_RUNNERS[method](share)
+        records += share.records
+        traces += share.traces
     trace = pd.concat(traces, ignore_index=True) if traces else pd.DataFrame()
     return records, trace
 
