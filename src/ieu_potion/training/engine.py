@@ -31,6 +31,9 @@ from ieu_potion.training.views import ViewMaker
 log = logging.getLogger(__name__)
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int
@@ -42,6 +45,8 @@ class TrainConfig:
     weight_decay: tuple[float, float] = (0.04, 0.1)  # cosine from first to second
     clip: float = 3.0
     seed: int = 0
+    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum; ABL's unlearning)
+    momentum: float = 0.9  # sgd only
     device: str = "auto"
     augment: dict[str, Any] = field(default_factory=dict)  # ViewMaker fields
 
@@ -70,6 +75,12 @@ class TrainConfig:
             raise ValueError(f"learning rate must lie in (0, 1], got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr must lie in [0, lr], got {self.min_lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be cosine or constant, got {self.schedule!r}")
         if min(self.weight_decay) < 0 or self.clip <= 0 or self.warmup_epochs < 0:
@@ -112,11 +123,18 @@ class Schedule:
         return end + 0.5 * (start - end) * (1 + math.cos(math.pi * step / max(1, self.total)))
 
 
-def make_optimizer(model: nn.Module, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on >1-D weights only (the schedule sets lr and decay)."""
+def make_optimizer(
+    model: nn.Module, device: torch.device, kind: str = "adamw", momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """AdamW (or SGD with Nesterov momentum) with weight decay on >1-D weights only (the
+    schedule sets lr and decay)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     other = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "decay": True}, {"params": other, "decay": False}]
+    if kind == "sgd":
+        return torch.optim.SGD(
+            groups, lr=0.0, momentum=momentum, nesterov=momentum > 0, weight_decay=0.0
+        )
     return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, fused=device.type == "cuda")
 
 
@@ -255,7 +273,7 @@ def fit(
     device = config.torch_device()
     seed_everything(config.seed)
     model.to(device).train()
-    optimizer = make_optimizer(model, device)
+    optimizer = make_optimizer(model, device, config.optimizer, config.momentum)
     starts = batch_starts(len(data), config.batch_size)
     steps_per_epoch = len(starts) - 1
     schedule = Schedule(config, steps_per_epoch)
