@@ -11,7 +11,7 @@ from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence, gate_scores
-from ieu_potion.defences.registry import Task
+from ieu_potion.defences.registry import Task, peak_memory
 from ieu_potion.defences.threshold import Split, otsu_split, text_histogram
 from ieu_potion.models import ModelSpec
 from ieu_potion.results import RunKey, final_metrics
@@ -204,7 +204,8 @@ def finetune_ieu(
         poisoned_train.poisoned,
         config.torch_device(),
     )
-    model, history = task.finetune(objective, "ieu")
+    with peak_memory(config.torch_device()) as memory:
+        model, history = task.finetune(objective, "ieu")
     table = history.table()
-    metrics = {**final_metrics(table, history.seconds), "gate_tau": tau}
+    metrics = {**final_metrics(table, history.seconds), "gate_tau": tau, **memory}
     return model, table, key.rows("ieu", metrics)
