@@ -174,6 +174,7 @@ def test_gate_scores():
         ({"gate_depth": 0}, "gate_depth must be >= 1"),
         ({"unlearning_rate": "fast"}, "unlearning_rate must be 'dynamic' or a positive"),
         ({"unlearning_rate": -1}, "unlearning_rate must be 'dynamic' or a positive"),
+        ({"min_separation": -1}, "min_separation must be >= 0"),
     ],
 )
 def test_bad_ieu_settings_are_rejected(params, message):

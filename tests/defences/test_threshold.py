@@ -74,3 +74,22 @@ def test_text_histogram_marks_the_bin_holding_tau():
     assert text.startswith("[0.0,0.1):1 [0.1,0.2):1 [0.2,0.3):0")
     assert text.endswith("[0.9,1.0)*:2")
     assert text_histogram(np.array([0.5]), tau=1.0, bins=2) == "[0.0,0.5):0 [0.5,1.0)*:1"
+
+
+def test_a_unimodal_gate_flags_nothing_while_a_confident_minority_is_cut():
+    """Without a learned trigger the best cut of unimodal confidences separates weakly
+    (Fisher's ratio about 7 for a Gaussian): below min_separation, tau is 1 and nothing is
+    flagged; two groups pass."""
+    from ieu_potion.defences.ieu import IEUConfig
+    from ieu_potion.pipelines.ieu_finetune.nodes import stage_two_tau, usable
+
+    config = IEUConfig.from_params({"tau": "auto"})
+    unimodal = sigmoid(np.random.default_rng(0).normal(-1.5, 0.4, 2000))
+    weak = otsu_split(unimodal, 64)
+    assert weak is not None and weak.separation < config.min_separation
+    assert usable(config, weak) is None and stage_two_tau(config, usable(config, weak)) == 1.0
+    conf, poisoned = two_groups()
+    strong = usable(config, otsu_split(conf, 10))
+    assert strong is not None and np.array_equal(conf > stage_two_tau(config, strong), poisoned)
+    relaxed = IEUConfig.from_params({"tau": "auto", "min_separation": 0})
+    assert usable(relaxed, weak) is weak

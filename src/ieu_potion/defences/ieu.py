@@ -38,6 +38,9 @@ GATE_EPOCHS = ("last", "separation")
 class IEUConfig:
     tau: float | str = 0.95  # or "auto": chosen from the gate's confidences (threshold.py)
     gate_epoch: str = "last"  # or "separation": the stage-1 epoch that separates best
+    # tau auto: the least separation (Fisher's ratio) a cut needs to be used; below it
+    # nothing is flagged (docs/ieu.md: 8.7-13.6 measured without a learned backdoor)
+    min_separation: float = 20.0
     gate_depth: int = 1
     queue_capacity: int = 0  # 0: the batch size
     unlearning_rate: str | float = "dynamic"  # or a constant scale s (ablation: 1, 2, 4)
@@ -60,6 +63,8 @@ class IEUConfig:
             raise ValueError(
                 f"unknown gate_epoch {self.gate_epoch!r}; valid: {', '.join(GATE_EPOCHS)}"
             )
+        if not (isinstance(self.min_separation, int | float) and self.min_separation >= 0):
+            raise ValueError(f"min_separation must be >= 0, got {self.min_separation!r}")
         if self.gate_depth < 1:
             raise ValueError(f"gate_depth must be >= 1, got {self.gate_depth}")
         if self.queue_capacity < 0:

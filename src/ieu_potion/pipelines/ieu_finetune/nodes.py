@@ -72,7 +72,8 @@ def train_gate(
         nonlocal epoch
         epoch += 1
         conf = gate_confidences(g, poisoned_train)["confidence"]
-        split = otsu_split(conf, least)
+        raw = otsu_split(conf, least)
+        split = usable(config, raw)
         tau = stage_two_tau(config, split)
         if split and split.separation > best["separation"]:
             best.update(
@@ -81,7 +82,7 @@ def train_gate(
                 state={k: v.detach().clone() for k, v in g.state_dict().items()},
             )
         return {
-            "separation": split.separation if split else math.nan,
+            "separation": raw.separation if raw else math.nan,
             "gate_tau": tau,
             **gate_scores(conf > tau, poisoned_train.poisoned),
         }
@@ -103,8 +104,10 @@ def train_gate(
             kept = best["epoch"]
         else:
             log.warning(
-                "gate: no epoch left a confident minority of >= %d samples; keeping the last",
+                "gate: no epoch left a confident minority of >= %d samples separated by "
+                ">= %g; keeping the last",
                 least,
+                config.min_separation,
             )
     table["kept"] = table.epoch == kept
     log.info(
@@ -115,6 +118,12 @@ def train_gate(
         table.separation.iloc[kept - 1],
     )
     return gate, table
+
+
+def usable(config: IEUConfig, split: Split | None) -> Split | None:
+    """``split`` where it separates by at least ``min_separation``; else None (the
+    confidences show no confident minority: no learned trigger to gate)."""
+    return split if split and split.separation >= config.min_separation else None
 
 
 def stage_two_tau(config: IEUConfig, split: Split | None) -> float:
@@ -153,13 +162,17 @@ def gate_threshold(
     config = IEUConfig.from_params(ieu["defence"])
     arrays = gate_confidences(gate, poisoned_train)
     conf = arrays["confidence"]
-    split = otsu_split(conf, min_flagged(config, finetune_params))
+    raw = otsu_split(conf, min_flagged(config, finetune_params))
+    split = usable(config, raw)
     tau = stage_two_tau(config, split)
     if config.tau == "auto":
         if split is None:
             log.warning(
-                "tau auto: the gate's confidences show no confident minority; nothing is "
-                "flagged and IEU's stage 2 is plain finetuning"
+                "tau auto: the gate's confidences show no confident minority (best cut's "
+                "separation %.3g, below min_separation %g); nothing is flagged and IEU's "
+                "stage 2 is plain finetuning",
+                raw.separation if raw else math.nan,
+                config.min_separation,
             )
         else:
             log.info(
