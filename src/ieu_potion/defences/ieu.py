@@ -39,7 +39,7 @@ class IEUConfig:
     tau: float | str = 0.95  # or "auto": chosen from the gate's confidences (threshold.py)
     gate_epoch: str = "last"  # or "separation": the stage-1 epoch that separates best
     # tau auto: the least separation (Fisher's ratio) a cut needs to be used; below it
-    # nothing is flagged (docs/ieu.md: 8.7-13.6 measured without a learned backdoor)
+    # nothing is flagged (docs/ieu.md: 6.2-13.6 measured without a learned backdoor)
     min_separation: float = 20.0
     gate_depth: int = 1
     queue_capacity: int = 0  # 0: the batch size
