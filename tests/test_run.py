@@ -498,7 +498,7 @@ def test_runs_repeat_byte_for_byte_and_a_killed_run_resumes_to_the_same_results(
         assert result.returncode == 0, result.stderr[-3000:]
     assert current_results(second) == current_results(tiny_project)
     assert model_files(second) == model_files(tiny_project)
-    assert len(model_files(tiny_project)) == 8  # backbone, none, IEU gate and model
+    assert len(model_files(tiny_project)) == 12  # backbone, none, abl, ibau, IEU gate, IEU
 
     # Kill a run in the middle of IEU's stage 2 (after its first epoch), then resume.
     log = resumed / "run.log"
@@ -559,8 +559,11 @@ def test_full_run_writes_the_report_and_kedro_viz_shows_its_lineage(tiny_project
         "ASR ±95%",
         "CA vs none",
         "ASR vs none",
+        "note",
     ]
-    assert main.method.tolist() == ["none", "ieu"] and main.N.tolist() == [2, 2]
+    assert main.method.tolist() == ["none", "ieu", "abl", "attnblock", "ibau"]
+    assert main.N.tolist() == [2, 2, 2, 0, 2]
+    assert main.note[3] == "not applicable to this robust module" and not main.note[0]
     assert main["CA vs none"][1] in ("overlap", "apart")
     potion = pd.read_csv(reporting / "tables/potion_table.csv")
     assert (potion["N (seeds x shares)"] == 2).all() and (potion.seeds == 2).all()

@@ -37,12 +37,14 @@ REALISTIC = "ieu_gate"  # discovery by IEU's gate (potion.discovery: realistic)
 
 # Per-epoch columns that are summed over epochs for a run's totals.
 TOTALS = ("samples_queued", "unlearning_steps", "unlearning_skipped", "skipped_steps")
-# Metrics that measure time: they differ between otherwise identical runs.
+# Metrics that measure the machine (time, memory): they differ between otherwise
+# identical runs.
 TIMING_METRICS = (
     "seconds",
     "seconds_per_epoch",
     "search_seconds",
     "importance_seconds",
+    "peak_memory_mb",
 )
 
 
