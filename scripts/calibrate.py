@@ -14,6 +14,7 @@ pipeline, gate (stage 1), IEU (stage 2); then prints the numbers that
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import time
 
@@ -77,33 +78,14 @@ def main() -> None:
     backbone, pre = ieu.backbone(pretrain, test, params["model"], 0)
     t_backbone = time.perf_counter() - clock
     baselines = params.get("baselines") or {}
-    none, _, none_rows = defend(
-        backbone,
-        train,
-        test,
-        triggered,
-        params["finetune"],
-        baselines,
-        attack,
-        "none",
-        replicate.key("none"),
+    run = functools.partial(
+        defend, backbone, train, test, triggered, params["finetune"], baselines, attack
     )
+    none, _, none_rows = run("none", replicate.key("none"))
     others = {}
     trusted = trusted_set(pretrain, finetune, baselines) if args.baselines else None
     for method in args.baselines.split(",") if args.baselines else []:
-        *_, others[method] = defend(
-            backbone,
-            train,
-            test,
-            triggered,
-            params["finetune"],
-            baselines,
-            attack,
-            method,
-            replicate.key(method),
-            undefended=none,
-            trusted=trusted,
-        )
+        *_, others[method] = run(method, replicate.key(method), undefended=none, trusted=trusted)
     if args.undefended_only:
         print(f"\n== {args.attack} on {params['dataset_name']} ({args.env}), undefended")
         print(

@@ -234,3 +234,16 @@ def test_abl_and_attnblock_settings_are_checked():
     unbounded = settings_from_params(IBAUSettings, {"max_rms": None}, "baselines.ibau")
     assert unbounded.max_rms is None
     assert get_defence("attnblock").configure(None) == AttnBlockSettings()
+
+
+def test_the_methods_list_is_checked_once_for_the_hook_and_the_pipeline():
+    from ieu_potion.defences.registry import check_baselines, listed_methods
+
+    assert listed_methods({}) == ["none"]
+    for bad, message in (
+        ({"methods": []}, "must be a non-empty list"),
+        ({"methods": ["abl", "abl"]}, "lists a method twice"),
+        ({"methods": ["ibu"]}, "unknown defence 'ibu'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            check_baselines(bad)

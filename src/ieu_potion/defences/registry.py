@@ -126,7 +126,6 @@ class Defence:
     settings: Any  # a dataclass type, every field with a default, and check(where)
     needs: tuple[str, ...]
     makes_model: bool
-    summary: str
 
     def configure(self, params: dict[str, Any] | None) -> Any:
         """The method's settings from its ``baselines.<name>`` block (None: defaults)."""
@@ -139,8 +138,7 @@ DEFENCES: dict[str, Defence] = {}
 def register_defence(
     name: str, settings: Any, needs: tuple[str, ...] = (), makes_model: bool = True
 ):
-    """Register ``run(task, settings) -> Outcome`` as the defence ``name``; the first
-    line of its docstring is the method's summary."""
+    """Register ``run(task, settings) -> Outcome`` as the defence ``name``."""
     unknown = sorted(set(needs) - set(NEEDS))
     if unknown:
         raise ValueError(f"unknown defence inputs {unknown}; valid: {', '.join(NEEDS)}")
@@ -148,8 +146,7 @@ def register_defence(
     def decorate(run: Callable[[Task, Any], Outcome]):
         if name in DEFENCES:
             raise ValueError(f"defence {name!r} is registered twice")
-        summary = (run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else name
-        DEFENCES[name] = Defence(name, run, settings, tuple(needs), makes_model, summary)
+        DEFENCES[name] = Defence(name, run, settings, tuple(needs), makes_model)
         return run
 
     return decorate
@@ -218,14 +215,23 @@ def check_baselines(baselines: dict[str, Any]) -> None:
         raise ValueError(
             f"baselines: unknown entries {unknown}; valid: {', '.join(sorted(settings))}"
         )
+    listed_methods(baselines)
+    for name, defence in DEFENCES.items():
+        defence.configure(baselines.get(name))
+    trusted_settings(baselines)
+
+
+def listed_methods(baselines: dict[str, Any]) -> list[str]:
+    """``baselines.methods`` (default ``[none]``): a non-empty list of registered
+    defences, each named once."""
     methods = baselines.get("methods", ["none"])
     if not isinstance(methods, list | tuple) or not methods:
         raise ValueError(f"baselines.methods must be a non-empty list, got {methods!r}")
     for name in methods:
         get_defence(name)
-    for name, defence in DEFENCES.items():
-        defence.configure(baselines.get(name))
-    trusted_settings(baselines)
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"baselines.methods lists a method twice: {list(methods)}")
+    return list(methods)
 
 
 def get_defence(name: str) -> Defence:

@@ -7,7 +7,7 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from ieu_potion.defences.registry import DEFENCES, get_defence
+from ieu_potion.defences.registry import DEFENCES, listed_methods
 from ieu_potion.pipelines.baselines import nodes
 from ieu_potion.pipelines.templating import (
     Replicate,
@@ -21,11 +21,7 @@ from ieu_potion.pipelines.templating import (
 def methods(params: dict[str, Any]) -> list[str]:
     """``baselines.methods`` in run order: ``none`` first (post-training defences repair
     its model, so it is added where one needs it)."""
-    listed = list((params.get("baselines") or {}).get("methods", ["none"]))
-    for name in listed:
-        get_defence(name)
-    if len(set(listed)) != len(listed):
-        raise ValueError(f"baselines.methods lists a method twice: {listed}")
+    listed = listed_methods(params.get("baselines") or {})
     if any("undefended" in DEFENCES[m].needs for m in listed) and "none" not in listed:
         listed.insert(0, "none")
     return sorted(listed, key=lambda m: m != "none")
