@@ -24,7 +24,14 @@ from kedro.io import AbstractDataset
 
 from ieu_potion.config import project_config
 from ieu_potion.pipelines.baselines.nodes import defend, trusted_set
-from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source, trigger_test
+from ieu_potion.pipelines.data_poisoning.nodes import (
+    codec_report,
+    poison_train,
+    split_source,
+    train_stega_codec,
+    trigger_test,
+)
+from ieu_potion.pipelines.data_poisoning.pipeline import uses_codec
 from ieu_potion.pipelines.ieu_finetune import nodes as ieu
 from ieu_potion.pipelines.templating import Replicate
 
@@ -71,8 +78,15 @@ def main() -> None:
     pretrain, finetune, test = split_source(source, params["data_split"])
     replicate = Replicate(args.attack, args.seed, params)
     data_key = replicate.key("data")
-    train = poison_train(finetune, attack, data_key)
-    triggered = trigger_test(test, attack, data_key)
+    codec = None
+    if uses_codec(params, args.attack):
+        codec = train_stega_codec(pretrain, params["data_poisoning"].get("stega_codec"))
+    train = poison_train(finetune, attack, codec, key=data_key)
+    triggered = trigger_test(test, attack, codec, key=data_key)
+    if codec is not None:
+        report = codec_report(test, triggered, train, codec, attack, data_key)
+        report.pop("poison_indices")
+        print(f"codec: {report}")
 
     clock = time.perf_counter()
     backbone, pre = ieu.backbone(pretrain, test, params["model"], 0)

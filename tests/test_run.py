@@ -36,6 +36,7 @@ ATTACKS = [
     "potion_badnet",
     "moving_trigger",
     "sinusoidal",
+    "issba",
 ]
 
 
@@ -69,9 +70,13 @@ def written(project):
 
 @pytest.mark.slow
 def test_default_data_poisoning_run(project):
-    result = kedro(project, "--pipeline", "data_poisoning")
+    # ISSBA's codec trains for 30 steps instead of 900: this checks the wiring
+    codec = "data_poisoning.stega_codec.steps=30"
+    result = kedro(project, "--pipeline", "data_poisoning", "--params", codec)
     assert result.returncode == 0, result.stderr[-3000:]
     files = written(project)
+    assert "02_intermediate/stega_codec/codec.safetensors" in files
+    assert "03_primary/issba/seed_0/codec_report.json" in files
     for attack in ATTACKS:
         for name in ("poisoned_train.npz", "triggered_test.npz", "discovery_subsets.npz"):
             assert f"03_primary/{attack}/seed_0/{name}" in files

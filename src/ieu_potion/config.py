@@ -10,6 +10,9 @@ pipelines directly, say) the project's ``conf`` folder is read with the default 
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +64,36 @@ def project_config(env: str = "local", runtime_params: dict[str, Any] | None = N
     scripts and benchmarks that run library code outside a Kedro session."""
     loader = _loader(env, runtime_params)
     return loader["parameters"], loader["catalog"]
+
+
+def settings_from_params(cls: Any, params: dict[str, Any], where: str) -> Any:
+    """A settings dataclass (every field with a default) from a parameter block: unknown
+    keys, wrong types (from the annotations: bool, int, float, str, optionally None) and
+    non-finite numbers are rejected with the parameter's path; ``check(where)`` then
+    tests the ranges."""
+    if not isinstance(params, dict):
+        raise ValueError(f"{where} must be a mapping of settings, got {params!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"{where}: unknown settings {unknown}; valid: {', '.join(valid)}")
+    values = {}
+    for name, value in params.items():
+        allowed = typing.get_args(hints[name]) or (hints[name],)
+        path = f"{where}.{name}"
+        if value is None and type(None) in allowed:
+            values[name] = None
+            continue
+        if float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"{path} must be a finite number, got {value!r}")
+            values[name] = float(value)
+        elif type(value) in allowed and type(value) in (int, bool, str):
+            values[name] = value
+        else:
+            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"{path} must be {kinds}, got {value!r}")
+    settings = cls(**values)
+    settings.check(where)
+    return settings

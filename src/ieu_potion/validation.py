@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ieu_potion.attacks.poison import AttackConfig, check_shares
+from ieu_potion.attacks.stega import CodecConfig
 from ieu_potion.data.split import check_split
 from ieu_potion.defences.ieu import IEUConfig
 from ieu_potion.defences.registry import check_baselines
@@ -40,6 +41,7 @@ def _check_ieu(params: dict[str, Any]) -> None:
 PARAMETER_CHECKS: dict[str, Callable[[Any], Any]] = {
     "attack": AttackConfig.from_params,
     "discovery": _check_discovery,
+    "stega_codec": CodecConfig.from_params,
     "data_split": check_split,
     "model": _check_model,
     "ieu": _check_ieu,

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ieu_potion.config import settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.abl import isolate, isolation_loss
 from ieu_potion.defences.attnblock import (
@@ -23,7 +24,6 @@ from ieu_potion.defences.registry import (
     Task,
     get_defence,
     run_defence,
-    settings_from_params,
 )
 from ieu_potion.models import ModelSpec, build_model
 from ieu_potion.training.engine import TrainConfig, batch_starts

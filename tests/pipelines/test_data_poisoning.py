@@ -5,7 +5,13 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from ieu_potion.data.datasets import ArraysDataset, ImageSetDataset, PlotlyFigureDataset
+from ieu_potion.data.datasets import (
+    ArraysDataset,
+    ImageSetDataset,
+    JsonDataset,
+    PlotlyFigureDataset,
+    StegaCodecDataset,
+)
 from ieu_potion.data.digits import make_digits
 from ieu_potion.pipelines.data_poisoning.pipeline import create_pipeline
 from ieu_potion.reporting.figures import reading
@@ -37,8 +43,11 @@ def catalog_for(params, source, folder):
                 datasets[f"{run}.{name}"] = ImageSetDataset(filepath=str(where / f"{name}.npz"))
             datasets[f"{run}.discovery_subsets"] = ArraysDataset(filepath=str(where / "d.npz"))
             datasets[f"{run}.attack_gallery"] = PlotlyFigureDataset(filepath=str(where / "g.json"))
-    for key in ("discovery", "gallery_examples"):
-        datasets[f"params:data_poisoning.{key}"] = MemoryDataset(params["data_poisoning"][key])
+            datasets[f"{run}.codec_report"] = JsonDataset(filepath=str(where / "codec.json"))
+    for key in ("discovery", "gallery_examples", "stega_codec"):
+        if key in params["data_poisoning"]:
+            datasets[f"params:data_poisoning.{key}"] = MemoryDataset(params["data_poisoning"][key])
+    datasets["stega_codec"] = StegaCodecDataset(filepath=str(folder / "stega_codec"))
     datasets["params:data_split"] = MemoryDataset(params["data_split"])
     return DataCatalog(datasets)
 
@@ -107,3 +116,33 @@ def test_pipeline_runs_on_tiny_data(tmp_path):
     changed = re.search(pattern, reading(figure))
     assert changed and 0 < float(changed.group(1)) < 5
     assert np.array_equal(catalog.load("clean_test").images, source["test"].images)
+
+
+def test_issba_trains_its_codec_once_and_reports_what_it_hid(tmp_path):
+    source = make_digits(copies=1, test_copies=1, image_size=16)
+    params = {
+        **PARAMS,
+        "data_poisoning": {
+            **PARAMS["data_poisoning"],
+            "attacks": ["white", "issba", "trojan"],
+            "stega_codec": {"bits": 8, "width": 8, "steps": 30, "batch_size": 16},
+        },
+        "issba": {"attack": {"name": "issba", "target_class": 1, "rate": 0.1}},
+        "trojan": {"attack": {"name": "trojan_sq", "target_class": 1, "rate": 0.1}},
+    }
+    pipe = create_pipeline(params)
+    assert [n.name for n in pipe.nodes].count("train_stega_codec") == 1
+    assert "stega_codec" not in create_pipeline(PARAMS).all_outputs()
+    catalog = catalog_for(params, source, tmp_path)
+    SequentialRunner().run(pipe, catalog)
+    codec = catalog.load("stega_codec")
+    assert codec.image_size == (16, 16) and 0 <= codec.metrics["bit_accuracy"] <= 1
+    report = catalog.load("issba.seed_0.codec_report")
+    poisoned = catalog.load("issba.seed_0.poisoned_train")
+    assert report["poison_indices"] == np.flatnonzero(poisoned.poisoned).tolist()
+    assert len(report["secret"]) == 8 and set(report["secret"]) <= {"0", "1"}
+    assert 0 < report["linf"] <= round(0.1 * 255)
+    text = reading(catalog.load("issba.seed_0.attack_gallery"))
+    assert "of the 8-bit secret back" in text and "Approximation" not in text
+    caption = reading(catalog.load("trojan.seed_0.attack_gallery"))
+    assert "Approximation: TrojanNN optimises" in caption

@@ -24,6 +24,7 @@ from kedro.io import AbstractDataset, DatasetError
 from kedro_datasets._typing import PlotlyPreview, TablePreview
 from torch import nn
 
+from ieu_potion.attacks.stega import CODEC_SPEC, CODEC_WEIGHTS, StegaCodec, load_codec, save_codec
 from ieu_potion.data import cifar10, digits, folders
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.data.imageset import ImageSet
@@ -258,6 +259,20 @@ class ModelDataset(_FileDataset):
 
     def save(self, data: nn.Module) -> None:
         save_model(data, self._filepath)
+
+
+class StegaCodecDataset(_FileDataset):
+    """ISSBA's codec as ``<folder>/codec.safetensors`` plus ``<folder>/codec.json`` (the
+    commit mark: removed first, written last)."""
+
+    def _exists(self) -> bool:
+        return all((self._filepath / name).is_file() for name in (CODEC_WEIGHTS, CODEC_SPEC))
+
+    def load(self) -> StegaCodec:
+        return load_codec(self._filepath)
+
+    def save(self, data: StegaCodec) -> None:
+        save_codec(data, self._filepath)
 
 
 class PlotlyFigureDataset(_FileDataset):

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import threading
 import time
-import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ieu_potion.config import settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import RunKey
 from ieu_potion.training.engine import History, Objective, TrainConfig, fit
@@ -150,39 +149,6 @@ def register_defence(
         return run
 
     return decorate
-
-
-def settings_from_params(cls: Any, params: dict[str, Any], where: str) -> Any:
-    """A settings dataclass (every field with a default) from a parameter block: unknown
-    keys, wrong types (from the annotations: bool, int, float, str, optionally None) and
-    non-finite numbers are rejected with the parameter's path; ``check(where)`` then
-    tests the ranges."""
-    if not isinstance(params, dict):
-        raise ValueError(f"{where} must be a mapping of settings, got {params!r}")
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"{where}: unknown settings {unknown}; valid: {', '.join(valid)}")
-    values = {}
-    for name, value in params.items():
-        allowed = typing.get_args(hints[name]) or (hints[name],)
-        path = f"{where}.{name}"
-        if value is None and type(None) in allowed:
-            values[name] = None
-            continue
-        if float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ValueError(f"{path} must be a finite number, got {value!r}")
-            values[name] = float(value)
-        elif type(value) in allowed and type(value) in (int, bool, str):
-            values[name] = value
-        else:
-            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise ValueError(f"{path} must be {kinds}, got {value!r}")
-    settings = cls(**values)
-    settings.check(where)
-    return settings
 
 
 @dataclass(frozen=True)

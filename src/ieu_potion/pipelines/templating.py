@@ -16,6 +16,7 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, pipeline
 
+from ieu_potion.attacks import TRIGGERS
 from ieu_potion.config import run_source_data
 from ieu_potion.defences.registry import get_defence
 from ieu_potion.results import RunKey, fingerprint, replicate_name
@@ -98,6 +99,8 @@ def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[s
         for part in path.split("."):
             value = (value or {}).get(part) if isinstance(value, dict) else None
         found[path] = value
+    if TRIGGERS[params[namespace]["attack"]["name"]].needs_codec:
+        found["stega_codec"] = (params.get("data_poisoning") or {}).get("stega_codec")
     if family == "potion":
         if "potion" in params[namespace]:
             found["namespace_potion"] = params[namespace]["potion"]

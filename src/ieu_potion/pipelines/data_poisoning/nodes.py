@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from ieu_potion.attacks import AttackConfig, discovery_subsets, poison_training_set
 from ieu_potion.attacks import triggered_test_set as _triggered_test_set
+from ieu_potion.attacks.stega import CodecConfig, StegaCodec, decode_images, psnr, train_codec
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.data.split import split_pretraining
 from ieu_potion.reporting.gallery import attack_gallery
@@ -23,12 +24,45 @@ def split_source(source: dict[str, ImageSet], params: dict[str, Any]):
     return pretrain, finetune, source["test"]
 
 
-def poison_train(finetune: ImageSet, attack: dict[str, Any], key: RunKey) -> ImageSet:
-    return poison_training_set(finetune, key.replicate(AttackConfig.from_params(attack)))
+def train_stega_codec(pretrain: ImageSet, params: dict[str, Any]) -> StegaCodec:
+    """ISSBA's encoder/decoder, trained on the clean pretraining images."""
+    return train_codec(pretrain.images, CodecConfig.from_params(params))
 
 
-def trigger_test(test: ImageSet, attack: dict[str, Any], key: RunKey) -> ImageSet:
-    return _triggered_test_set(test, key.replicate(AttackConfig.from_params(attack)))
+def poison_train(
+    finetune: ImageSet, attack: dict[str, Any], codec: StegaCodec | None = None, *, key: RunKey
+) -> ImageSet:
+    return poison_training_set(finetune, key.replicate(AttackConfig.from_params(attack)), codec)
+
+
+def trigger_test(
+    test: ImageSet, attack: dict[str, Any], codec: StegaCodec | None = None, *, key: RunKey
+) -> ImageSet:
+    return _triggered_test_set(test, key.replicate(AttackConfig.from_params(attack)), codec)
+
+
+def codec_report(
+    test: ImageSet,
+    triggered: ImageSet,
+    poisoned: ImageSet,
+    codec: StegaCodec,
+    attack: dict[str, Any],
+    key: RunKey,
+) -> dict[str, Any]:
+    """What an ISSBA poisoning hid and how well: the secret, the decoder's bit accuracy on
+    the triggered test images, the residual's PSNR and largest change, and the poisoned
+    training indices."""
+    config = key.replicate(AttackConfig.from_params(attack))
+    secret = config.trigger(test.image_size, codec).secret
+    originals = test.images[test.true_labels != config.target_class]
+    return {
+        "secret": "".join(str(b) for b in secret),
+        "bit_accuracy": float((decode_images(codec, triggered.images) == secret).mean()),
+        "psnr_db": psnr(originals, triggered.images),
+        "linf": int(np.abs(triggered.images.astype(np.int16) - originals).max()),
+        "codec_heldout": codec.metrics,
+        "poison_indices": np.flatnonzero(poisoned.poisoned).tolist(),
+    }
 
 
 def draw_discovery_subsets(
@@ -38,6 +72,10 @@ def draw_discovery_subsets(
 
 
 def gallery(
-    test: ImageSet, triggered: ImageSet, attack: dict[str, Any], examples: int
+    test: ImageSet,
+    triggered: ImageSet,
+    attack: dict[str, Any],
+    examples: int,
+    report: dict[str, Any] | None = None,
 ) -> go.Figure:
-    return attack_gallery(test, triggered, attack["name"], examples)
+    return attack_gallery(test, triggered, attack["name"], examples, report)

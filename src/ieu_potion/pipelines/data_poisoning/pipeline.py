@@ -10,37 +10,55 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from ieu_potion.attacks import TRIGGERS
 from ieu_potion.pipelines.data_poisoning import nodes
-from ieu_potion.pipelines.templating import Replicate, bound, per_namespace
+from ieu_potion.pipelines.templating import Replicate, bound, namespaces, per_namespace
 
 
-def split_pipeline() -> Pipeline:
-    return pipeline(
-        [
+def uses_codec(params: dict[str, Any], namespace: str) -> bool:
+    """Whether the attack of ``namespace`` hides a code with ISSBA's codec."""
+    trigger = TRIGGERS.get(params[namespace]["attack"].get("name"))
+    return bool(trigger and trigger.needs_codec)
+
+
+def split_pipeline(params: dict[str, Any]) -> Pipeline:
+    nodes_ = [
+        node(
+            nodes.split_source,
+            inputs=["source_images", "params:data_split"],
+            outputs=["pretrain_images", "finetune_images", "clean_test"],
+            name="split_source",
+            tags=["data_poisoning"],
+        )
+    ]
+    if any(uses_codec(params, ns) for ns in namespaces(params, "data_poisoning")):
+        nodes_.append(
             node(
-                nodes.split_source,
-                inputs=["source_images", "params:data_split"],
-                outputs=["pretrain_images", "finetune_images", "clean_test"],
-                name="split_source",
+                nodes.train_stega_codec,
+                inputs=["pretrain_images", "params:data_poisoning.stega_codec"],
+                outputs="stega_codec",
+                name="train_stega_codec",
                 tags=["data_poisoning"],
             )
-        ]
-    )
+        )
+    return pipeline(nodes_)
 
 
 def attack_template(replicate: Replicate) -> Pipeline:
     key = replicate.key("data")
+    codec = ["stega_codec"] if uses_codec(replicate.params, replicate.namespace) else []
+    report = ["codec_report"] if codec else []
     return pipeline(
         [
             node(
                 bound(nodes.poison_train, key=key),
-                ["finetune_images", "params:namespace.attack"],
+                ["finetune_images", "params:namespace.attack", *codec],
                 "poisoned_train",
                 name="poison_train",
             ),
             node(
                 bound(nodes.trigger_test, key=key),
-                ["clean_test", "params:namespace.attack"],
+                ["clean_test", "params:namespace.attack", *codec],
                 "triggered_test",
                 name="trigger_test",
             ),
@@ -57,9 +75,28 @@ def attack_template(replicate: Replicate) -> Pipeline:
                     "triggered_test",
                     "params:namespace.attack",
                     "params:gallery_examples",
+                    *report,
                 ],
                 "attack_gallery",
                 name="attack_gallery",
+            ),
+            *(
+                [
+                    node(
+                        bound(nodes.codec_report, key=key),
+                        [
+                            "clean_test",
+                            "triggered_test",
+                            "poisoned_train",
+                            "stega_codec",
+                            "params:namespace.attack",
+                        ],
+                        "codec_report",
+                        name="codec_report",
+                    )
+                ]
+                if codec
+                else []
             ),
         ]
     )
@@ -71,6 +108,10 @@ def create_pipeline(params: dict[str, Any]) -> Pipeline:
         "params:gallery_examples": "params:data_poisoning.gallery_examples",
     }
     per_attack = per_namespace(
-        attack_template, params, "data_poisoning", {"finetune_images", "clean_test"}, shared
+        attack_template,
+        params,
+        "data_poisoning",
+        {"finetune_images", "clean_test", "stega_codec"},
+        shared,
     )
-    return split_pipeline() + per_attack
+    return split_pipeline(params) + per_attack
