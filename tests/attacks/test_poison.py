@@ -47,6 +47,26 @@ def test_clean_label_attack_flips_no_label(small_set):
     assert out.poisoned.sum() == 5 and (out.true_labels[out.poisoned] == 3).all()
 
 
+@pytest.mark.parametrize("share, expected", [(1.0, 6), (0.5, 3), (0.1, 1)])
+def test_sig_poisons_a_share_of_the_target_class(small_set, share, expected):
+    cfg = AttackConfig.from_params({"name": "sig", "target_class": 3, "target_share": share})
+    out = poison_training_set(small_set, cfg)
+    assert out.poisoned.sum() == expected and (out.true_labels[out.poisoned] == 3).all()
+    np.testing.assert_array_equal(out.labels, small_set.labels)
+
+
+def test_batt_rotates_the_clean_training_images_too(small_set):
+    cfg = config(name="batt", rate=0.2, seed=4)
+    out = poison_training_set(small_set, cfg)
+    clean = ~out.poisoned
+    changed = (out.images != small_set.images).any(axis=(1, 2, 3))
+    assert changed[out.poisoned].all() and changed[clean].mean() > 0.9
+    np.testing.assert_array_equal(out.labels[clean], small_set.labels[clean])
+    still = config(name="batt", rate=0.2, seed=4, settings={"clean_angle": 0})
+    kept = poison_training_set(small_set, still)
+    np.testing.assert_array_equal(kept.images[clean], small_set.images[clean])
+
+
 def test_clean_label_asks_for_too_many(small_set):
     cfg = AttackConfig.from_params({"name": "sig", "target_class": 3, "rate": 0.2})
     with pytest.raises(ValueError, match="asks for 12 .* only 6 target-class images"):
@@ -76,7 +96,11 @@ def test_triggered_test_keeps_true_labels_and_drops_target_class(small_set):
     [
         ({"name": "badnets_white", "rate": 1.2}, r"rate must lie in \(0, 1\)"),
         ({"name": "badnets_white", "rate": 0.0}, r"rate must lie in \(0, 1\)"),
-        ({"name": "badnets_white", "rate": 0.1, "count": 4}, "exactly one of rate and count"),
+        ({"name": "badnets_white", "rate": 0.1, "count": 4}, "exactly one of rate, count and"),
+        ({"name": "sig", "rate": 0.1, "target_share": 0.5}, "exactly one of rate, count and"),
+        ({"name": "badnets_white", "target_share": 0.5}, "target_share applies to clean-label"),
+        ({"name": "sig", "target_share": 0.0}, r"target_share must lie in \(0, 1\]"),
+        ({"name": "sig", "target_share": 1.5}, r"target_share must lie in \(0, 1\]"),
         ({"name": "badnets_white", "count": 0}, "count must be >= 1"),
         ({"name": "badnets_white", "target_class": -1}, "target_class must be >= 0"),
         ({"name": "nope"}, "unknown attack 'nope'; valid attacks: badnets_white"),

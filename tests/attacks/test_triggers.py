@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
+import torch
 
 from ieu_potion.attacks import TRIGGERS, make_trigger
+from ieu_potion.attacks.stega import CodecConfig, StegaCodec
 from ieu_potion.attacks.triggers import _to_uint8
 
 ALL = sorted(TRIGGERS)
@@ -12,10 +14,19 @@ def _images(size, seed=0, n=5):
     return np.random.default_rng(seed).integers(0, 256, size=(n, *size, 3), dtype=np.uint8)
 
 
+def _trigger(name, size, seed, **settings):
+    """The trigger, with an untrained codec (fixed weights) where it needs one."""
+    codec = None
+    if TRIGGERS[name].needs_codec:
+        torch.manual_seed(0)
+        codec = StegaCodec(CodecConfig(bits=8, width=8), size)
+    return make_trigger(name, size, seed, codec, **settings)
+
+
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("name", ALL)
 def test_trigger_touches_only_its_region_and_keeps_shape(name, size):
-    trigger = make_trigger(name, size, seed=3)
+    trigger = _trigger(name, size, seed=3)
     images = _images(size)
     out = trigger.apply(images, np.random.default_rng(0))
     assert out.dtype == np.uint8 and out.shape == images.shape
@@ -46,12 +57,37 @@ def test_badnets_white_is_a_white_square_in_the_bottom_right(size, side):
     assert out[:, : size[0] - side].max() == 0 and out[:, :, : size[1] - side].max() == 0
 
 
-def test_potion_badnet_uses_each_images_maximum():
+def test_potion_badnet_is_white_as_in_the_benchmark_or_each_images_maximum():
     images = np.full((2, 32, 32, 3), 10, np.uint8)
     images[0, 0, 0, 0] = 200
     images[1, 5, 5, 1] = 90
-    out = make_trigger("potion_badnet", (32, 32), 0).apply(images, np.random.default_rng(0))
+    white = make_trigger("potion_badnet", (32, 32), 0).apply(images, np.random.default_rng(0))
+    assert (white[:, -3:, -3:] == 255).all()
+    own = make_trigger("potion_badnet", (32, 32), 0, own_maximum=1)
+    out = own.apply(images, np.random.default_rng(0))
     assert (out[0, -3:, -3:] == 200).all() and (out[1, -3:, -3:] == 90).all()
+    with pytest.raises(ValueError, match="own_maximum must be 0 or 1"):
+        make_trigger("potion_badnet", (32, 32), 0, own_maximum=2)
+
+
+def test_batt_rotates_the_trigger_images_with_black_corners_and_the_clean_ones_a_little():
+    images = np.full((400, 32, 32, 3), 200, np.uint8)
+    trigger = make_trigger("batt", (32, 32), 0)
+    out = trigger.apply(images[:1], np.random.default_rng(0))
+    assert (out[0, 0, 0] == 0).all() and (out[0, 16, 16] == 200).all()
+    clean = trigger.transform_clean(images, np.random.default_rng(1))
+    # rotations by U(-10, 10) degrees darken the corner of most images (not of those
+    # turned by a small angle), never the centre, and blacken less of the top row than
+    # the trigger's 16 degrees
+    corner = clean[:, 0, 0, 0].astype(int)
+    assert (clean[:, 16, 16] == 200).all()
+    assert 0.5 < (corner < 200).mean() < 1.0
+    black_row = (clean[:, 0, :, 0] == 0).sum(axis=1)
+    assert black_row.max() < (out[0, 0, :, 0] == 0).sum()
+    same = trigger.transform_clean(images, np.random.default_rng(1))
+    assert same.tobytes() == clean.tobytes()
+    still = make_trigger("batt", (32, 32), 0, clean_angle=0)
+    assert still.transform_clean(images, np.random.default_rng(1)) is None
 
 
 def test_moving_trigger_uses_every_corner():
@@ -64,7 +100,7 @@ def test_moving_trigger_uses_every_corner():
 
 @pytest.mark.parametrize("name", ["sig", "l2_inv", "smooth", "sinusoidal", "blended"])
 def test_values_saturate_instead_of_wrapping(name):
-    trigger = make_trigger(name, (32, 32), 0)
+    trigger = _trigger(name, (32, 32), 0)
     for value in (0, 255):
         images = np.full((1, 32, 32, 3), value, np.uint8)
         out = trigger.apply(images, np.random.default_rng(0))

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ieu_potion.attacks.stega import StegaCodec
 from ieu_potion.attacks.triggers import TRIGGERS, Trigger, make_trigger
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import ONE_SHOT
@@ -29,6 +30,7 @@ class AttackConfig:
     target_class: int = 1
     rate: float | None = 0.1
     count: int | None = None
+    target_share: float | None = None  # clean-label only: share of the target class
     seed: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -36,7 +38,7 @@ class AttackConfig:
     def from_params(cls, params: dict[str, Any]) -> AttackConfig:
         """Build from a YAML mapping; rejects unknown keys, names and ranges."""
         params = dict(params)
-        valid_keys = {"name", "target_class", "rate", "count", "seed", "settings"}
+        valid_keys = {"name", "target_class", "rate", "count", "target_share", "seed", "settings"}
         unknown = sorted(set(params) - valid_keys)
         if unknown:
             raise ValueError(
@@ -44,7 +46,7 @@ class AttackConfig:
             )
         if "name" not in params:
             raise ValueError(f"an attack needs a name; valid attacks: {', '.join(TRIGGERS)}")
-        if params.get("count") is not None:
+        if params.get("count") is not None or params.get("target_share") is not None:
             params.setdefault("rate", None)
         config = cls(**{**params, "settings": dict(params.get("settings") or {})})
         config.check()
@@ -53,8 +55,23 @@ class AttackConfig:
     def check(self) -> None:
         if self.name not in TRIGGERS:
             raise ValueError(f"unknown attack {self.name!r}; valid attacks: {', '.join(TRIGGERS)}")
-        if (self.rate is None) == (self.count is None):
-            raise ValueError(f"attack {self.name!r}: give exactly one of rate and count")
+        given = [v for v in (self.rate, self.count, self.target_share) if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"attack {self.name!r}: give exactly one of rate, count and target_share"
+            )
+        if self.target_share is not None:
+            if not self.clean_label:
+                raise ValueError(
+                    f"attack {self.name!r}: target_share applies to clean-label attacks "
+                    f"({', '.join(n for n, t in TRIGGERS.items() if t.clean_label)}) only; "
+                    "give rate or count"
+                )
+            if not 0.0 < self.target_share <= 1.0:
+                raise ValueError(
+                    f"attack {self.name!r}: target_share must lie in (0, 1], "
+                    f"got {self.target_share}"
+                )
         if self.rate is not None and not 0.0 < self.rate < 1.0:
             raise ValueError(f"attack {self.name!r}: rate must lie in (0, 1), got {self.rate}")
         if self.count is not None and self.count < 1:
@@ -70,8 +87,12 @@ class AttackConfig:
     def clean_label(self) -> bool:
         return TRIGGERS[self.name].clean_label
 
-    def trigger(self, image_size: tuple[int, int]) -> Trigger:
-        return make_trigger(self.name, image_size, self.seed, **self.settings)
+    @property
+    def needs_codec(self) -> bool:
+        return TRIGGERS[self.name].needs_codec
+
+    def trigger(self, image_size: tuple[int, int], codec: StegaCodec | None = None) -> Trigger:
+        return make_trigger(self.name, image_size, self.seed, codec, **self.settings)
 
     def check_against(self, data: ImageSet) -> None:
         if self.target_class >= data.num_classes:
@@ -81,21 +102,29 @@ class AttackConfig:
             )
 
 
-def _poison_count(config: AttackConfig, n: int) -> int:
-    return config.count if config.count is not None else int(round(config.rate * n))
+def _poison_count(config: AttackConfig, n: int, candidates: int) -> int:
+    if config.count is not None:
+        return config.count
+    if config.target_share is not None:
+        return int(round(config.target_share * candidates))
+    return int(round(config.rate * n))
 
 
-def poison_training_set(data: ImageSet, config: AttackConfig) -> ImageSet:
+def poison_training_set(
+    data: ImageSet, config: AttackConfig, codec: StegaCodec | None = None
+) -> ImageSet:
     """Apply the trigger to a seeded choice of samples.
 
     Dirty-label attacks choose among non-target images and relabel them to the target;
     clean-label attacks choose among target-class images and keep every label.  The
-    number poisoned is ``round(rate * len(data))`` (or ``count``) exactly.
+    number poisoned is ``round(rate * len(data))``, ``count``, or ``round(target_share *
+    target-class images)`` exactly.  Triggers that also transform the clean images (BATT's
+    random rotations) do so on every image left unpoisoned.
     """
     config.check_against(data)
-    wanted = _poison_count(config, len(data))
     is_target = data.true_labels == config.target_class
     candidates = np.flatnonzero(is_target if config.clean_label else ~is_target)
+    wanted = _poison_count(config, len(data), len(candidates))
     if wanted > len(candidates):
         kind = "target-class" if config.clean_label else "non-target"
         raise ValueError(
@@ -107,9 +136,13 @@ def poison_training_set(data: ImageSet, config: AttackConfig) -> ImageSet:
     chosen = np.sort(np.random.default_rng([config.seed, 1]).choice(candidates, wanted, False))
 
     images = data.images.copy()
-    images[chosen] = config.trigger(data.image_size).apply(
-        data.images[chosen], np.random.default_rng([config.seed, 2])
-    )
+    trigger = config.trigger(data.image_size, codec)
+    images[chosen] = trigger.apply(data.images[chosen], np.random.default_rng([config.seed, 2]))
+    clean = np.setdiff1d(np.arange(len(data)), chosen)
+    transformed = trigger.transform_clean(images[clean], np.random.default_rng([config.seed, 5]))
+    if transformed is not None:
+        images[clean] = transformed
+        log.info("%s: %d clean training images transformed too", config.name, len(clean))
     labels = data.labels.copy()
     if not config.clean_label:
         labels[chosen] = config.target_class
@@ -133,11 +166,13 @@ def poison_training_set(data: ImageSet, config: AttackConfig) -> ImageSet:
     )
 
 
-def triggered_test_set(data: ImageSet, config: AttackConfig) -> ImageSet:
+def triggered_test_set(
+    data: ImageSet, config: AttackConfig, codec: StegaCodec | None = None
+) -> ImageSet:
     """Every non-target test image with the trigger; true labels kept, flagged poisoned."""
     config.check_against(data)
     keep = np.flatnonzero(data.true_labels != config.target_class)
-    images = config.trigger(data.image_size).apply(
+    images = config.trigger(data.image_size, codec).apply(
         data.images[keep], np.random.default_rng([config.seed, 3])
     )
     return ImageSet(

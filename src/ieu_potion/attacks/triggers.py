@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ieu_potion.attacks.stega import StegaCodec, encode_images
+
 
 def _scaled(pixels_at_32: int, height: int) -> int:
     """A size given for 32 px images, scaled to the image height (3 -> 6 at 64 px)."""
@@ -50,6 +52,11 @@ class Trigger:
     name: ClassVar[str]
     clean_label: ClassVar[bool] = False
     settings: ClassVar[dict[str, float | int]] = {}
+    # Triggers that hide a code with ISSBA's steganography codec (attacks/stega.py).
+    needs_codec: ClassVar[bool] = False
+    # Non-empty where the trigger stands in for an optimised one of its paper: what differs
+    # (shown in docs/attacks.md and the gallery's caption).
+    approximation: ClassVar[str] = ""
 
     def __init__(self, image_size: tuple[int, int], seed: int, **settings) -> None:
         unknown = sorted(set(settings) - set(self.settings))
@@ -74,6 +81,11 @@ class Trigger:
 
     def apply_float(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
+
+    def transform_clean(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+        """What the attack does to the training images it leaves unpoisoned (uint8 in and
+        out); None: nothing."""
+        return None
 
 
 # --------------------------------------------------------------------------- patches
@@ -134,6 +146,11 @@ class TrojanSquare(_Patch):
     """A larger fixed patch of seeded random colours."""
 
     name = "trojan_sq"
+    approximation = (
+        "TrojanNN optimises the square's pixels to excite chosen neurons of the model "
+        "(the I-BAU/NAD benchmarks load that optimised patch from a file); here a fixed "
+        "seeded random-colour square."
+    )
     default_size_at_32 = 5
 
     def make_pattern(self, size):
@@ -142,9 +159,20 @@ class TrojanSquare(_Patch):
 
 @register_trigger
 class PotionBadNet(_Patch):
-    """Potion benchmark BadNet: the patch takes each image's own maximum value."""
+    """Potion benchmark BadNet: the patch takes the data set's maximum value (white, the
+    benchmark's), or with ``own_maximum`` 1 each image's own maximum."""
 
     name = "potion_badnet"
+    settings: ClassVar = {"patch_size": 0, "own_maximum": 0}
+    approximation = (
+        "the patch is stamped before the training augmentation; the Potion benchmark "
+        "stamps it after (crops can move or cut it here)."
+    )
+
+    def validate(self, patch_size: int, own_maximum: int) -> None:
+        if own_maximum not in (0, 1):
+            raise ValueError(f"own_maximum must be 0 or 1, got {own_maximum}")
+        super().validate(patch_size)
 
     def make_pattern(self, size):
         return np.ones((size, size, 3), np.float32)
@@ -152,8 +180,8 @@ class PotionBadNet(_Patch):
     def apply_float(self, images, rng):
         out = images.copy()
         rows, cols = self.corner_slices()
-        peak = images.reshape(len(images), -1).max(axis=1)
-        out[:, rows, cols, :] = peak[:, None, None, None] * self.pattern
+        peak = images.reshape(len(images), -1).max(axis=1) if self.options["own_maximum"] else 1.0
+        out[:, rows, cols, :] = np.reshape(peak, (-1, 1, 1, 1)) * self.pattern
         return out
 
 
@@ -189,6 +217,10 @@ class Blended(Trigger):
     """A fixed full-size random pattern blended in: (1 - w) x + w p."""
 
     name = "blended"
+    approximation = (
+        "Chen et al. (2017) blend a fixed photograph (Hello Kitty in the benchmarks), an "
+        "asset not shipped here; here a seeded uniform-noise image."
+    )
     settings: ClassVar = {"weight": 0.2}
 
     def validate(self, weight):
@@ -205,6 +237,11 @@ class TrojanWatermark(Trigger):
     """A fixed watermark (smooth blobs thresholded into a stamp) blended in where it lies."""
 
     name = "trojan_wm"
+    approximation = (
+        "TrojanNN optimises the watermark's pixels to excite chosen neurons (the "
+        "benchmarks load an optimised watermark from a file); here a fixed seeded stamp "
+        "blended towards white."
+    )
     settings: ClassVar = {"weight": 0.3, "coverage": 0.2}
 
     def validate(self, weight, coverage):
@@ -266,6 +303,10 @@ class L0Invisible(Trigger):
     """A few fixed pixels set to fixed extreme values (sparse, L0-bounded)."""
 
     name = "l0_inv"
+    approximation = (
+        "Li et al. (2020) optimise a sparse, L0-regularised perturbation (the benchmarks "
+        "load it from a file); here fixed seeded pixels set to 0 or 255."
+    )
     settings: ClassVar = {"pixels": 0}
 
     def validate(self, pixels):
@@ -292,6 +333,10 @@ class L2Invisible(Trigger):
     """A fixed dense noise pattern with a small per-value RMS (L2-bounded)."""
 
     name = "l2_inv"
+    approximation = (
+        "Li et al. (2020) optimise a dense, L2-regularised perturbation (the benchmarks "
+        "load it from a file); here a fixed seeded Gaussian pattern at a given RMS."
+    )
     settings: ClassVar = {"rms": 0.03}
 
     def validate(self, rms):
@@ -308,6 +353,10 @@ class Smooth(Trigger):
     """A low-frequency additive pattern: coarse random grid upsampled smoothly."""
 
     name = "smooth"
+    approximation = (
+        "Zeng et al. (ICCV 2021) optimise a low-frequency trigger (the benchmarks load "
+        "it from a file); here a seeded random low-frequency field."
+    )
     settings: ClassVar = {"amplitude": 0.1, "grid": 4}
 
     def validate(self, amplitude, grid):
@@ -331,7 +380,10 @@ def _smooth_field(rng, height, width, grid, channels=1) -> np.ndarray:
 
 
 class _Warp(Trigger):
-    """A fixed resampling of the image grid (bilinear, border-clamped)."""
+    """A fixed resampling of the image grid (bilinear; outside pixels repeat the border,
+    or are black with ``padding`` "zeros")."""
+
+    padding: ClassVar[str] = "border"
 
     def build_grid(self) -> torch.Tensor:
         raise NotImplementedError
@@ -340,10 +392,12 @@ class _Warp(Trigger):
         self.grid = self.build_grid()
 
     def apply_float(self, images, rng):
+        return self.resample(images, self.grid.expand(len(images), -1, -1, -1))
+
+    def resample(self, images: np.ndarray, grid: torch.Tensor) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-        grid = self.grid.expand(len(images), -1, -1, -1)
         warped = F.grid_sample(
-            batch, grid, mode="bilinear", padding_mode="border", align_corners=True
+            batch, grid, mode="bilinear", padding_mode=self.padding, align_corners=True
         )
         return warped.permute(0, 2, 3, 1).numpy()
 
@@ -375,23 +429,77 @@ class WaNet(_Warp):
 
 @register_trigger
 class BATT(_Warp):
-    """A fixed image transformation as the trigger: rotation by ``angle`` degrees."""
+    """A fixed image transformation as the trigger: rotation by ``angle`` degrees, corners
+    black.  As in the authors' code, every clean training image is rotated too, by an angle
+    drawn from U(-clean_angle, clean_angle), so that rotation alone is no tell."""
 
     name = "batt"
-    settings: ClassVar = {"angle": 16.0}
+    settings: ClassVar = {"angle": 16.0, "clean_angle": 10.0}
+    padding = "zeros"
 
     def build_grid(self):
         angle = _in_range("angle", self.options["angle"], -180.0, 180.0)
-        theta = np.deg2rad(angle)
-        rotation = torch.tensor(
-            [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]],
-            dtype=torch.float32,
-        )
-        return self.identity_grid() @ rotation.T
+        _in_range("clean_angle", self.options["clean_angle"], 0.0, 180.0)
+        return self.rotation_grid(np.array([angle]))
+
+    def rotation_grid(self, degrees: np.ndarray) -> torch.Tensor:
+        """(N, H, W, 2) sampling grids rotating by each of ``degrees``."""
+        theta = torch.from_numpy(np.deg2rad(np.asarray(degrees, dtype=np.float32)))
+        cos, sin = theta.cos(), theta.sin()
+        rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        return torch.einsum("hwj,nij->nhwi", self.identity_grid()[0], rotation)
+
+    def transform_clean(self, images, rng):
+        spread = self.options["clean_angle"]
+        if spread == 0 or len(images) == 0:
+            return None
+        degrees = rng.uniform(-spread, spread, size=len(images))
+        out = np.empty_like(images)
+        for start in range(0, len(images), 512):
+            part = images[start : start + 512].astype(np.float32) / 255.0
+            out[start : start + 512] = _to_uint8(
+                self.resample(part, self.rotation_grid(degrees[start : start + 512]))
+            )
+        return out
 
 
-def make_trigger(name: str, image_size: tuple[int, int], seed: int, **settings) -> Trigger:
-    """Build the trigger registered under ``name``; unknown names list the valid ones."""
+# ------------------------------------------------------------------ sample-specific
+
+
+@register_trigger
+class ISSBA(Trigger):
+    """Invisible sample-specific residuals: the trained encoder hides one fixed secret bit
+    string (drawn with the attack's seed) in every image; the residual differs per image."""
+
+    name = "issba"
+    needs_codec = True
+
+    def attach(self, codec: StegaCodec) -> None:
+        codec.check_size((self.height, self.width))
+        self.codec = codec
+        self.secret = self.rng.integers(0, 2, codec.config.bits).astype(np.uint8)
+
+    def apply(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not hasattr(self, "codec"):
+            raise ValueError(
+                "issba needs the steganography codec (the stega_codec artifact that "
+                "data_poisoning trains); pass it with codec="
+            )
+        return encode_images(self.codec, images, self.secret)
+
+
+def make_trigger(
+    name: str,
+    image_size: tuple[int, int],
+    seed: int,
+    codec: StegaCodec | None = None,
+    **settings,
+) -> Trigger:
+    """Build the trigger registered under ``name``; unknown names list the valid ones.
+    ``codec`` is the trained steganography codec, used by triggers that need one."""
     if name not in TRIGGERS:
         raise ValueError(f"unknown attack {name!r}; valid attacks: {', '.join(TRIGGERS)}")
-    return TRIGGERS[name](tuple(image_size), seed, **settings)
+    trigger = TRIGGERS[name](tuple(image_size), seed, **settings)
+    if codec is not None and trigger.needs_codec:
+        trigger.attach(codec)
+    return trigger

@@ -6,15 +6,24 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ieu_potion.attacks.triggers import TRIGGERS
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.reporting.figures import with_reading
 
 
-def attack_gallery(clean: ImageSet, triggered: ImageSet, attack: str, examples: int) -> go.Figure:
+def attack_gallery(
+    clean: ImageSet,
+    triggered: ImageSet,
+    attack: str,
+    examples: int,
+    codec_report: dict | None = None,
+) -> go.Figure:
     """Rows: clean, triggered, |difference| scaled to full range; one column per example.
 
     ``triggered`` holds the non-target test images, so the clean originals are found by
-    position among the clean test images of the same (non-target) true labels.
+    position among the clean test images of the same (non-target) true labels.  The
+    caption says when the attack approximates its paper's, and for ISSBA what the decoder
+    reads back (``codec_report``).
     """
     if examples < 1:
         raise ValueError(f"examples must be >= 1, got {examples}")
@@ -53,6 +62,15 @@ def attack_gallery(clean: ImageSet, triggered: ImageSet, attack: str, examples: 
         if changed.any()
         else f"The {attack} trigger leaves these {count} test images unchanged."
     )
+    if codec_report:
+        reading += (
+            f" The decoder reads {100 * codec_report['bit_accuracy']:.1f}% of the "
+            f"{len(codec_report['secret'])}-bit secret back from the triggered test images; "
+            f"residual PSNR {codec_report['psnr_db']:.1f} dB, largest change "
+            f"{codec_report['linf']} of 255."
+        )
+    if TRIGGERS[attack].approximation:
+        reading += f" Approximation: {TRIGGERS[attack].approximation}"
     fig.update_layout(
         height=3 * 150 + 100,
         width=max(500, 120 * count),
