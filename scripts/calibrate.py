@@ -31,9 +31,8 @@ from ieu_potion.pipelines.data_poisoning.nodes import (
     train_stega_codec,
     trigger_test,
 )
-from ieu_potion.pipelines.data_poisoning.pipeline import uses_codec
 from ieu_potion.pipelines.ieu_finetune import nodes as ieu
-from ieu_potion.pipelines.templating import Replicate
+from ieu_potion.pipelines.templating import Replicate, uses_codec
 
 TARGETS = "CA none >= 0.80, ASR none >= 0.90, gate P/R >= 0.80, ASR ieu <= 0.10, CA drop <= 0.05"
 

@@ -74,7 +74,7 @@ def test_clean_label_asks_for_too_many(small_set):
 
 
 def test_same_seed_gives_byte_identical_output(small_set):
-    for name in ("badnets_white", "moving_trigger", "wanet"):
+    for name in ("badnets_white", "moving_trigger", "wanet", "batt"):
         cfg = config(name=name, rate=0.3, seed=11)
         a = poison_training_set(small_set, cfg).to_npz_bytes()
         b = poison_training_set(small_set, cfg).to_npz_bytes()

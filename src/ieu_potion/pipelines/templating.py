@@ -88,6 +88,13 @@ def family_blocks(family: str) -> tuple[str, ...]:
     return (*_COMMON, f"baselines.{family}", *trusted)
 
 
+def uses_codec(params: dict[str, Any], namespace: str) -> bool:
+    """Whether the attack of ``namespace`` hides a code with ISSBA's codec (an unknown
+    attack name is left to the parameter checks, which list the valid ones)."""
+    trigger = TRIGGERS.get(params[namespace]["attack"].get("name"))
+    return bool(trigger and trigger.needs_codec)
+
+
 def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[str, Any]:
     """Every parameter that produced a ``family`` row of ``namespace``, seed aside."""
     found: dict[str, Any] = {
@@ -99,7 +106,7 @@ def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[s
         for part in path.split("."):
             value = (value or {}).get(part) if isinstance(value, dict) else None
         found[path] = value
-    if TRIGGERS[params[namespace]["attack"]["name"]].needs_codec:
+    if uses_codec(params, namespace):
         found["stega_codec"] = (params.get("data_poisoning") or {}).get("stega_codec")
     if family == "potion":
         if "potion" in params[namespace]:

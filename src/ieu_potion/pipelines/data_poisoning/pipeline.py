@@ -10,15 +10,14 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from ieu_potion.attacks import TRIGGERS
 from ieu_potion.pipelines.data_poisoning import nodes
-from ieu_potion.pipelines.templating import Replicate, bound, namespaces, per_namespace
-
-
-def uses_codec(params: dict[str, Any], namespace: str) -> bool:
-    """Whether the attack of ``namespace`` hides a code with ISSBA's codec."""
-    trigger = TRIGGERS.get(params[namespace]["attack"].get("name"))
-    return bool(trigger and trigger.needs_codec)
+from ieu_potion.pipelines.templating import (
+    Replicate,
+    bound,
+    namespaces,
+    per_namespace,
+    uses_codec,
+)
 
 
 def split_pipeline(params: dict[str, Any]) -> Pipeline:
