@@ -87,10 +87,6 @@ class AttackConfig:
     def clean_label(self) -> bool:
         return TRIGGERS[self.name].clean_label
 
-    @property
-    def needs_codec(self) -> bool:
-        return TRIGGERS[self.name].needs_codec
-
     def trigger(self, image_size: tuple[int, int], codec: StegaCodec | None = None) -> Trigger:
         return make_trigger(self.name, image_size, self.seed, codec, **self.settings)
 

@@ -169,15 +169,17 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def encode_images(codec: StegaCodec, images: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    """Hide ``bits`` (n,) in every uint8 image (N, H, W, 3); uint8 out, in chunks."""
+    """Hide ``bits`` in the uint8 images (N, H, W, 3): one string (n,) for every image, or
+    one row of (N, n) per image; uint8 out, in chunks."""
     codec.check_size(images.shape[1:3])
     codec.eval()
     out = np.empty_like(images)
-    secret = torch.from_numpy(np.asarray(bits, dtype=np.float32))[None]
+    secret = torch.from_numpy(np.asarray(bits, dtype=np.float32))
+    secret = secret.expand(len(images), -1) if secret.ndim == 1 else secret
     with torch.no_grad():
         for start in range(0, len(images), 256):
             chunk = _to_tensor(images[start : start + 256])
-            encoded = codec.encode(chunk, secret.expand(len(chunk), -1))
+            encoded = codec.encode(chunk, secret[start : start + 256])
             out[start : start + 256] = (
                 (encoded * 255).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
             )
@@ -200,6 +202,13 @@ def psnr(clean: np.ndarray, encoded: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 image stacks (inf when identical)."""
     mse = np.mean((clean.astype(np.float64) - encoded.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def residual_size(clean: np.ndarray, encoded: np.ndarray) -> dict[str, float | int]:
+    """How visible the residual between two uint8 image stacks is: PSNR (dB) and the
+    largest change of one channel value (of 255)."""
+    change = np.abs(encoded.astype(np.int16) - clean.astype(np.int16))
+    return {"psnr_db": psnr(clean, encoded), "linf": int(change.max())}
 
 
 def train_codec(images: np.ndarray, config: CodecConfig) -> StegaCodec:
@@ -264,17 +273,9 @@ def train_codec(images: np.ndarray, config: CodecConfig) -> StegaCodec:
 def codec_metrics(codec: StegaCodec, images: np.ndarray, bits: np.ndarray) -> dict:
     """Encode each image with its row of ``bits`` and read them back, after 8-bit
     rounding: bit accuracy, PSNR (dB) and the largest change (of 255)."""
-    codec.check_size(images.shape[1:3])
-    codec.eval()
-    with torch.no_grad():
-        encoded = codec.encode(_to_tensor(images), torch.from_numpy(bits).float())
-        stored = (encoded * 255).round().permute(0, 2, 3, 1).numpy().astype(np.uint8)
+    stored = encode_images(codec, images, bits)
     read = decode_images(codec, stored)
-    return {
-        "bit_accuracy": float((read == bits).mean()),
-        "psnr_db": psnr(images, stored),
-        "linf": int(np.abs(stored.astype(np.int16) - images.astype(np.int16)).max()),
-    }
+    return {"bit_accuracy": float((read == bits).mean()), **residual_size(images, stored)}
 
 
 CODEC_WEIGHTS = "codec.safetensors"

@@ -9,7 +9,13 @@ import plotly.graph_objects as go
 
 from ieu_potion.attacks import AttackConfig, discovery_subsets, poison_training_set
 from ieu_potion.attacks import triggered_test_set as _triggered_test_set
-from ieu_potion.attacks.stega import CodecConfig, StegaCodec, decode_images, psnr, train_codec
+from ieu_potion.attacks.stega import (
+    CodecConfig,
+    StegaCodec,
+    decode_images,
+    residual_size,
+    train_codec,
+)
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.data.split import split_pretraining
 from ieu_potion.reporting.gallery import attack_gallery
@@ -58,8 +64,7 @@ def codec_report(
     return {
         "secret": "".join(str(b) for b in secret),
         "bit_accuracy": float((decode_images(codec, triggered.images) == secret).mean()),
-        "psnr_db": psnr(originals, triggered.images),
-        "linf": int(np.abs(triggered.images.astype(np.int16) - originals).max()),
+        **residual_size(originals, triggered.images),
         "codec_heldout": codec.metrics,
         "poison_indices": np.flatnonzero(poisoned.poisoned).tolist(),
     }

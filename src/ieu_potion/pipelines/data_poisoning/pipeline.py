@@ -47,58 +47,50 @@ def attack_template(replicate: Replicate) -> Pipeline:
     key = replicate.key("data")
     codec = ["stega_codec"] if uses_codec(replicate.params, replicate.namespace) else []
     report = ["codec_report"] if codec else []
-    return pipeline(
-        [
-            node(
-                bound(nodes.poison_train, key=key),
-                ["finetune_images", "params:namespace.attack", *codec],
-                "poisoned_train",
-                name="poison_train",
-            ),
-            node(
-                bound(nodes.trigger_test, key=key),
-                ["clean_test", "params:namespace.attack", *codec],
+    nodes_ = [
+        node(
+            bound(nodes.poison_train, key=key),
+            ["finetune_images", "params:namespace.attack", *codec],
+            "poisoned_train",
+            name="poison_train",
+        ),
+        node(
+            bound(nodes.trigger_test, key=key),
+            ["clean_test", "params:namespace.attack", *codec],
+            "triggered_test",
+            name="trigger_test",
+        ),
+        node(
+            bound(nodes.draw_discovery_subsets, key=key),
+            ["poisoned_train", "params:discovery"],
+            "discovery_subsets",
+            name="draw_discovery_subsets",
+        ),
+        node(
+            nodes.gallery,
+            [
+                "clean_test",
                 "triggered_test",
-                name="trigger_test",
-            ),
-            node(
-                bound(nodes.draw_discovery_subsets, key=key),
-                ["poisoned_train", "params:discovery"],
-                "discovery_subsets",
-                name="draw_discovery_subsets",
-            ),
-            node(
-                nodes.gallery,
-                [
-                    "clean_test",
-                    "triggered_test",
-                    "params:namespace.attack",
-                    "params:gallery_examples",
-                    *report,
-                ],
-                "attack_gallery",
-                name="attack_gallery",
-            ),
-            *(
-                [
-                    node(
-                        bound(nodes.codec_report, key=key),
-                        [
-                            "clean_test",
-                            "triggered_test",
-                            "poisoned_train",
-                            "stega_codec",
-                            "params:namespace.attack",
-                        ],
-                        "codec_report",
-                        name="codec_report",
-                    )
-                ]
-                if codec
-                else []
-            ),
+                "params:namespace.attack",
+                "params:gallery_examples",
+                *report,
+            ],
+            "attack_gallery",
+            name="attack_gallery",
+        ),
+    ]
+    if codec:
+        inputs = [
+            "clean_test",
+            "triggered_test",
+            "poisoned_train",
+            *codec,
+            "params:namespace.attack",
         ]
-    )
+        nodes_.append(
+            node(bound(nodes.codec_report, key=key), inputs, "codec_report", name="codec_report")
+        )
+    return pipeline(nodes_)
 
 
 def create_pipeline(params: dict[str, Any]) -> Pipeline:
