@@ -10,13 +10,14 @@ pipelines directly, say) the project's ``conf`` folder is read with the default 
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import functools
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic.dataclasses
 from kedro.config import OmegaConfigLoader
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
 _active: OmegaConfigLoader | None = None
 
@@ -66,34 +67,97 @@ def project_config(env: str = "local", runtime_params: dict[str, Any] | None = N
     return loader["parameters"], loader["catalog"]
 
 
-def settings_from_params(cls: Any, params: dict[str, Any], where: str) -> Any:
-    """A settings dataclass (every field with a default) from a parameter block: unknown
-    keys, wrong types (from the annotations: bool, int, float, str, optionally None) and
-    non-finite numbers are rejected with the parameter's path; ``check(where)`` then
-    tests the ranges."""
-    if not isinstance(params, dict):
-        raise ValueError(f"{where} must be a mapping of settings, got {params!r}")
-    hints = typing.get_type_hints(cls)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"{where}: unknown settings {unknown}; valid: {', '.join(valid)}")
-    values = {}
-    for name, value in params.items():
-        allowed = typing.get_args(hints[name]) or (hints[name],)
-        path = f"{where}.{name}"
-        if value is None and type(None) in allowed:
-            values[name] = None
+class ParameterError(ValueError):
+    """A parameter outside its type or range; the message names each parameter's path."""
+
+
+# The building blocks of every settings class (pydantic dataclasses, validated on
+# construction): integers where counts are meant (2.5 and true are refused), finite
+# numbers only, no unknown keys.
+SETTINGS = ConfigDict(extra="forbid", allow_inf_nan=False)
+Count = Annotated[int, Strict(), Field(ge=1)]
+Natural = Annotated[int, Strict(), Field(ge=0)]
+Real = Annotated[float, Strict()]
+Positive = Annotated[float, Strict(), Field(gt=0)]
+NonNegative = Annotated[float, Strict(), Field(ge=0)]
+Share = Annotated[float, Strict(), Field(gt=0, le=1)]  # (0, 1]
+Fraction = Annotated[float, Strict(), Field(gt=0, lt=1)]  # (0, 1)
+Text = Annotated[str, Strict(), Field(min_length=1)]
+# The decorator of a settings class: a frozen dataclass validated on construction.
+settings = functools.partial(pydantic.dataclasses.dataclass, frozen=True, config=SETTINGS)
+
+
+def _fields(kind: Any) -> dict[str, Any]:
+    """The fields of a settings class or pydantic model (empty for anything else)."""
+    fields = getattr(kind, "__pydantic_fields__", None)
+    return dict(fields) if isinstance(fields, dict) else {}
+
+
+def _valid_keys(kind: Any, loc: tuple) -> list[str]:
+    """The valid keys of the block at ``loc`` below ``kind`` (empty where unknown)."""
+    for part in loc:
+        if isinstance(part, int):
             continue
-        if float in allowed and isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ValueError(f"{path} must be a finite number, got {value!r}")
-            values[name] = float(value)
-        elif type(value) in allowed and type(value) in (int, bool, str):
-            values[name] = value
-        else:
-            kinds = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise ValueError(f"{path} must be {kinds}, got {value!r}")
-    settings = cls(**values)
-    settings.check(where)
-    return settings
+        field = _fields(kind).get(part)
+        if field is None:
+            return []
+        kind = field.annotation
+        while typing.get_args(kind) and not _fields(kind):  # Optional, list, Annotated
+            inner = [a for a in typing.get_args(kind) if _fields(a)]
+            kind = inner[0] if inner else typing.get_args(kind)[0]
+    return sorted(_fields(kind))
+
+
+_TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "none", "union"}
+
+
+def _is_union_tag(part: Any) -> bool:
+    """Whether a location part names a branch of a union (``literal['auto']``,
+    ``constrained-float``) rather than a setting or a list index."""
+    return isinstance(part, str) and (not part.isidentifier() or part in _TYPE_TAGS)
+
+
+def _describe(errors: list[dict[str, Any]], where: str, kind: Any) -> str:
+    """One line for the errors of one setting (several where a union's branches each
+    failed: ``tau: Input should be 'auto' or less than 1, got 1.0``)."""
+    error = errors[0]
+    loc = [part for part in error["loc"] if not _is_union_tag(part)]
+    path = ".".join([where, *(str(part) for part in loc)]).strip(".") or "parameters"
+    messages = [e["msg"].removeprefix("Value error, ") for e in errors]
+    message = messages[0] + "".join(
+        " or " + m.removeprefix("Input should be ") for m in messages[1:]
+    )
+    if error["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        valid = _valid_keys(kind, tuple(loc[:-1]))
+        return f"{path}: unknown setting" + (f"; valid: {', '.join(valid)}" if valid else "")
+    shown = error.get("input")
+    if error["type"] == "value_error" or isinstance(shown, dict):
+        return f"{path}: {message}"
+    return f"{path}: {message}, got {shown!r}"
+
+
+def parameter_error(exc: ValidationError, where: str, kind: Any = None) -> ParameterError:
+    """One ``ParameterError`` listing every failure of ``exc`` by its parameter path."""
+    by_setting: dict[tuple, list[dict[str, Any]]] = {}
+    for error in exc.errors(include_url=False):
+        key = tuple(part for part in error["loc"] if not _is_union_tag(part))
+        by_setting.setdefault(key, []).append(error)
+    return ParameterError("; ".join(_describe(e, where, kind) for e in by_setting.values()))
+
+
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter:
+    return TypeAdapter(kind)
+
+
+def settings_from_params(cls: Any, params: Any, where: str) -> Any:
+    """Validate a parameter block (a mapping) into the settings class ``cls``: types,
+    ranges, finiteness and unknown keys, each failure named by its path below ``where``."""
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ParameterError(f"{where} must be a mapping of settings, got {params!r}")
+    try:
+        return _adapter(cls).validate_python(params)
+    except ValidationError as exc:
+        raise parameter_error(exc, where, cls) from None

@@ -8,16 +8,15 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 
 from ieu_potion.data.errors import DataLayoutError
+from ieu_potion.schema import validate_parameters
 from ieu_potion.training.engine import set_deterministic
-from ieu_potion.validation import PARAMETER_CHECKS
 
 log = logging.getLogger(__name__)
 
 
 class CleanupBeforeRunHook:
     """Delete the temporary files that writes killed in an earlier run left beside this
-    run's outputs (one run writes a data folder at a time), and switch deterministic
-    algorithms on where ``deterministic: true``."""
+    run's outputs (one run writes a data folder at a time)."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -28,31 +27,23 @@ class CleanupBeforeRunHook:
                 removed += dataset.remove_temporaries()
         if removed:
             log.info("removed %d temporary files of interrupted writes", len(removed))
-        if "params:deterministic" in catalog:
-            deterministic = catalog.load("params:deterministic")
-            if not isinstance(deterministic, bool):
-                raise ValueError(f"deterministic must be true or false, got {deterministic!r}")
-            set_deterministic(deterministic)
 
 
 class ValidateBeforeRunHook:
-    """Check every free input of the pipeline about to run.
+    """Check everything the run reads before any node starts.
 
-    Parameters whose last name has a registered check (``attack``, ``discovery``, ...) are
-    validated; source data sets are asked whether they can load (path, layout), and a
-    failure names the catalog entry.
+    The whole parameter tree is validated against the schema (schema.py: types, ranges,
+    cross-references; each failure named by its path), deterministic algorithms are
+    switched on where ``deterministic: true``, and source data sets are asked whether they
+    can load (path, layout); a failure names the catalog entry.
     """
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if "parameters" in catalog:
+            set_deterministic(validate_parameters(catalog.load("parameters")).deterministic)
         for name in sorted(pipeline.inputs()):
-            if name.startswith("params:"):
-                check = PARAMETER_CHECKS.get(name.rsplit(".", 1)[-1].removeprefix("params:"))
-                if check is not None:
-                    try:
-                        check(catalog.load(name))
-                    except (ValueError, TypeError, KeyError) as exc:
-                        raise ValueError(f"parameter {name!r} is invalid: {exc}") from exc
+            if name.startswith("params:") or name == "parameters":
                 continue
             dataset = catalog.get(name)
             if hasattr(dataset, "check"):

@@ -1,9 +1,9 @@
 """The project's pipelines, templated from the run's parameters.
 
-Each registered pipeline carries the upstream nodes it needs (``kedro run --pipeline
-baselines`` works on a fresh clone); the default pipeline is their union, in which every
-node appears once.  ``reporting`` reads the outputs of all the others, so it is the whole
-run plus the report.
+The parameters are validated first (schema.py).  Each registered pipeline carries the
+upstream nodes it needs (``kedro run --pipeline baselines`` works on a fresh clone); the
+default pipeline is their union, in which every node appears once.  ``reporting`` reads
+the outputs of all the others, so it is the whole run plus the report.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from ieu_potion.pipelines import (
     potion_unlearning,
     reporting,
 )
+from ieu_potion.schema import validate_parameters
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     params = run_parameters()
+    validate_parameters(params)  # bad parameters are reported before anything is built
     own = {
         "data_poisoning": data_poisoning.create_pipeline(params),
         "ieu_finetune": ieu_finetune.create_pipeline(params),

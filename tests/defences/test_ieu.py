@@ -168,13 +168,16 @@ def test_gate_scores():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"tau": 1.0}, r"tau must be .auto. or lie in \(0, 1\)"),
-        ({"tau": "always"}, r"tau must be .auto. or lie in \(0, 1\)"),
-        ({"gate_epoch": "best"}, r"unknown gate_epoch .best.; valid: last, separation"),
-        ({"gate_depth": 0}, "gate_depth must be >= 1"),
-        ({"unlearning_rate": "fast"}, "unlearning_rate must be 'dynamic' or a positive"),
-        ({"unlearning_rate": -1}, "unlearning_rate must be 'dynamic' or a positive"),
-        ({"min_separation": -1}, "min_separation must be >= 0"),
+        ({"tau": 1.0}, "tau: Input should be 'auto' or less than 1, got 1.0"),
+        ({"tau": "always"}, "tau: Input should be 'auto' or a valid number"),
+        ({"gate_epoch": "best"}, "gate_epoch: Input should be 'last' or 'separation', got 'best'"),
+        ({"gate_depth": 0}, "gate_depth: .* greater than or equal to 1, got 0"),
+        (
+            {"unlearning_rate": "fast"},
+            "unlearning_rate: Input should be 'dynamic' or a valid number",
+        ),
+        ({"unlearning_rate": -1}, "unlearning_rate: .* or greater than 0, got -1"),
+        ({"min_separation": -1}, "min_separation: .* greater than or equal to 0, got -1"),
     ],
 )
 def test_bad_ieu_settings_are_rejected(params, message):

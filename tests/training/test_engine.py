@@ -43,9 +43,11 @@ def test_constant_schedule_after_warmup():
 def test_base_lr_scales_with_batch_size_and_bad_values_are_rejected():
     config = TrainConfig.from_params({"epochs": 1, "batch_size": 64, "base_lr": 2e-5})
     assert config.lr == pytest.approx(5e-6)
-    with pytest.raises(ValueError, match="learning rate must lie in"):
+    with pytest.raises(
+        ValueError, match="train.lr: Input should be less than or equal to 1, got 5.0"
+    ):
         TrainConfig.from_params({"epochs": 1, "batch_size": 8, "lr": 5.0})
-    with pytest.raises(ValueError, match="epochs and batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="train.epochs: .* greater than or equal to 1, got 0"):
         TrainConfig.from_params({"epochs": 0, "batch_size": 8, "lr": 1e-3})
 
 

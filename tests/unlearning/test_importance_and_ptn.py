@@ -179,13 +179,19 @@ def test_realistic_discovery_reads_only_confidences():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"methods": ["xlf"]}, r"unknown Potion methods \['xlf'\]"),
-        ({"discovery": "oracle"}, "unknown discovery mode 'oracle'"),
-        ({"ptn": {"rho": 1.5}}, r"rho must lie in \[0, 1\)"),
-        ({"ptn": {"step": 1.0}}, "step must be > 1"),
-        ({"ptn": {"min_percentile": 100}}, r"min_percentile must lie in \(0, 100\)"),
-        ({"ptn": {"max_dampened": 0}}, r"max_dampened must lie in \(0, 1\]"),
-        ({"ssd_alphas": [0]}, "ssd_alphas must be > 0"),
+        ({"methods": ["xlf"]}, "potion.methods.0: Input should be 'none', .*, got 'xlf'"),
+        (
+            {"discovery": "oracle"},
+            "potion.discovery: Input should be 'benchmark' or 'realistic', got 'oracle'",
+        ),
+        ({"ptn": {"rho": 1.5}}, "potion.ptn.rho: Input should be less than 1, got 1.5"),
+        ({"ptn": {"step": 1.0}}, "potion.ptn.step: Input should be greater than 1, got 1.0"),
+        (
+            {"ptn": {"min_percentile": 100}},
+            "potion.ptn.min_percentile: Input should be less than 100",
+        ),
+        ({"ptn": {"max_dampened": 0}}, "potion.ptn.max_dampened: Input should be greater than 0"),
+        ({"ssd_alphas": [0]}, "potion.ssd_alphas.0: Input should be greater than 0"),
     ],
 )
 def test_bad_potion_settings_are_rejected(params, message):

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import model_validator
 
 from ieu_potion.attacks.stega import StegaCodec
 from ieu_potion.attacks.triggers import TRIGGERS, Trigger, make_trigger
+from ieu_potion.config import Count, Fraction, Natural, Share, settings, settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import ONE_SHOT
 
@@ -24,64 +26,50 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-@dataclass(frozen=True)
+@settings
 class AttackConfig:
-    name: str
-    target_class: int = 1
-    rate: float | None = 0.1
-    count: int | None = None
-    target_share: float | None = None  # clean-label only: share of the target class
-    seed: int = 0
-    settings: dict[str, Any] = field(default_factory=dict)
+    """``<namespace>.attack``: which trigger, towards which class, on how many samples."""
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> AttackConfig:
-        """Build from a YAML mapping; rejects unknown keys, names and ranges."""
-        params = dict(params)
-        valid_keys = {"name", "target_class", "rate", "count", "target_share", "seed", "settings"}
-        unknown = sorted(set(params) - valid_keys)
-        if unknown:
-            raise ValueError(
-                f"unknown attack parameters {unknown}; valid: {', '.join(sorted(valid_keys))}"
-            )
-        if "name" not in params:
-            raise ValueError(f"an attack needs a name; valid attacks: {', '.join(TRIGGERS)}")
-        if params.get("count") is not None or params.get("target_share") is not None:
-            params.setdefault("rate", None)
-        config = cls(**{**params, "settings": dict(params.get("settings") or {})})
-        config.check()
-        return config
+    name: Literal[tuple(TRIGGERS)]
+    target_class: Natural = 1
+    rate: Fraction | None = 0.1  # share of the finetuning set
+    count: Count | None = None  # absolute number of poisoned samples
+    target_share: Share | None = None  # clean-label only: share of the target class
+    seed: Natural = 0
+    settings: dict[str, Any] = field(default_factory=dict)  # the trigger's (docs/attacks.md)
 
-    def check(self) -> None:
-        if self.name not in TRIGGERS:
-            raise ValueError(f"unknown attack {self.name!r}; valid attacks: {', '.join(TRIGGERS)}")
+    @model_validator(mode="after")
+    def _consistent(self) -> AttackConfig:
         given = [v for v in (self.rate, self.count, self.target_share) if v is not None]
         if len(given) != 1:
             raise ValueError(
                 f"attack {self.name!r}: give exactly one of rate, count and target_share"
             )
-        if self.target_share is not None:
-            if not self.clean_label:
-                raise ValueError(
-                    f"attack {self.name!r}: target_share applies to clean-label attacks "
-                    f"({', '.join(n for n, t in TRIGGERS.items() if t.clean_label)}) only; "
-                    "give rate or count"
-                )
-            if not 0.0 < self.target_share <= 1.0:
-                raise ValueError(
-                    f"attack {self.name!r}: target_share must lie in (0, 1], "
-                    f"got {self.target_share}"
-                )
-        if self.rate is not None and not 0.0 < self.rate < 1.0:
-            raise ValueError(f"attack {self.name!r}: rate must lie in (0, 1), got {self.rate}")
-        if self.count is not None and self.count < 1:
-            raise ValueError(f"attack {self.name!r}: count must be >= 1, got {self.count}")
-        if self.target_class < 0:
+        if self.target_share is not None and not self.clean_label:
             raise ValueError(
-                f"attack {self.name!r}: target_class must be >= 0, got {self.target_class}"
+                f"attack {self.name!r}: target_share applies to clean-label attacks "
+                f"({', '.join(n for n, t in TRIGGERS.items() if t.clean_label)}) only; "
+                "give rate or count"
             )
         # Trigger settings are checked by building the trigger on a nominal image size.
         make_trigger(self.name, (32, 32), self.seed, **self.settings)
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_amount(cls, params: Any) -> Any:
+        """Giving count or target_share unsets the default rate; null settings are none."""
+        if isinstance(params, dict):
+            params = dict(params)
+            if params.get("count") is not None or params.get("target_share") is not None:
+                params.setdefault("rate", None)
+            if params.get("settings", {}) is None:
+                params["settings"] = {}
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], where: str = "attack") -> AttackConfig:
+        return settings_from_params(cls, params, where)
 
     @property
     def clean_label(self) -> bool:
@@ -181,11 +169,9 @@ def triggered_test_set(
     )
 
 
-def check_shares(shares) -> tuple[float, ...]:
-    shares = tuple(sorted(float(s) for s in shares))
-    if not shares or any(not 0.0 < s <= 1.0 for s in shares):
-        raise ValueError(f"discovery shares must lie in (0, 1], got {list(shares)}")
-    return shares
+def share_key(share: float) -> str:
+    """The subset key of a discovery share: ``share_0.1``, ..., ``share_1``."""
+    return f"share_{share:g}"
 
 
 def discovery_subsets(data: ImageSet, shares, seed: int) -> dict[str, np.ndarray]:
@@ -194,12 +180,12 @@ def discovery_subsets(data: ImageSet, shares, seed: int) -> dict[str, np.ndarray
     Keys are ``share_<s>`` for every share and ``one_shot`` (a single sample, the first of
     every share).  Indices refer to positions in ``data``.
     """
-    shares = check_shares(shares)
+    shares = sorted(shares)
     poisoned = np.flatnonzero(data.poisoned)
     if len(poisoned) == 0:
         raise ValueError("the training set holds no poisoned sample to discover")
     order = np.random.default_rng([seed, 4]).permutation(poisoned)
     sizes = {s: max(1, math.ceil(round(s * len(order), 9))) for s in shares}
-    subsets = {f"share_{s:g}": np.sort(order[:size]) for s, size in sizes.items()}
+    subsets = {share_key(s): np.sort(order[:size]) for s, size in sizes.items()}
     subsets[ONE_SHOT] = order[:1]
     return subsets

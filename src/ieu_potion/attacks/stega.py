@@ -29,59 +29,60 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors_bytes
+from pydantic import Field, Strict
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 from tqdm.auto import tqdm
 
-from ieu_potion.config import settings_from_params
+from ieu_potion.config import (
+    Count,
+    Fraction,
+    Natural,
+    NonNegative,
+    settings,
+    settings_from_params,
+)
+from ieu_potion.data.errors import ArtifactError
 from ieu_potion.io import atomic_write_bytes, atomic_write_text
+from ieu_potion.models.factory import (
+    check_saved_pair,
+    load_weights,
+    read_json_object,
+    read_safetensors,
+)
 
 log = logging.getLogger(__name__)
 
 _SECRET_GRID = 8
 
 
-@dataclass(frozen=True)
+@settings
 class CodecConfig:
     """``data_poisoning.stega_codec``: the codec's size, training and residual bound."""
 
-    bits: int = 32  # length of the hidden string
-    width: int = 32  # channels of the first U-Net level (the second has twice as many)
-    bound: float = 0.1  # L-inf bound of the residual, pixel range 0..1 (about 26/255)
-    steps: int = 1200
-    batch_size: int = 64
-    lr: float = 3.0e-4  # 1e-3 saturated the residual and found no bit on GTSRB
-    residual_weight: float = 0.05  # weight of mean(residual^2) / bound^2 after the ramp
-    distortion: float = 1.0  # strength of the distortions between encoder and decoder
-    holdout: float = 0.1  # share of the pretraining split kept for the bit accuracy
-    seed: int = 0
+    bits: Count = 32  # length of the hidden string
+    width: Count = 32  # channels of the first U-Net level (the second has twice as many)
+    # L-inf bound of the residual, pixel range 0..1 (0.1: about 26/255)
+    bound: Annotated[float, Strict(), Field(gt=0, le=0.5)] = 0.1
+    steps: Count = 1200
+    batch_size: Count = 64
+    # 1e-3 saturated the residual and found no bit on GTSRB
+    lr: Annotated[float, Strict(), Field(gt=0, le=1)] = 3.0e-4
+    residual_weight: NonNegative = 0.05  # weight of mean(residual^2) / bound^2 after the ramp
+    distortion: NonNegative = 1.0  # strength of the distortions between encoder and decoder
+    holdout: Fraction = 0.1  # share of the pretraining split kept for the bit accuracy
+    seed: Natural = 0
 
     @classmethod
     def from_params(cls, params: dict | None) -> CodecConfig:
-        return settings_from_params(cls, params or {}, "data_poisoning.stega_codec")
-
-    def check(self, where: str) -> None:
-        for name in ("bits", "width", "steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.bound <= 0.5:
-            raise ValueError(f"{where}.bound must lie in (0, 0.5], got {self.bound}")
-        if not 0 < self.lr <= 1:
-            raise ValueError(f"{where}.lr must lie in (0, 1], got {self.lr}")
-        for name in ("residual_weight", "distortion"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 < self.holdout < 1:
-            raise ValueError(f"{where}.holdout must lie in (0, 1), got {self.holdout}")
-        if self.seed < 0:
-            raise ValueError(f"{where}.seed must be >= 0, got {self.seed}")
+        return settings_from_params(cls, params, "data_poisoning.stega_codec")
 
 
 def _block(channels_in: int, channels_out: int, stride: int = 1) -> nn.Sequential:
@@ -293,9 +294,25 @@ def save_codec(codec: StegaCodec, folder: str | Path) -> None:
 
 
 def load_codec(folder: str | Path) -> StegaCodec:
+    """The codec saved in ``folder`` by ``save_codec``.  ``ArtifactError`` names the file
+    when a half is missing (``codec.json`` missing: an interrupted save), truncated,
+    corrupted, or when the weights do not fit the settings in ``codec.json``."""
     folder = Path(folder)
-    spec = json.loads((folder / CODEC_SPEC).read_text(encoding="utf-8"))
-    codec = StegaCodec(CodecConfig(**spec["config"]), tuple(spec["image_size"]))
-    codec.load_state_dict(load_safetensors_bytes((folder / CODEC_WEIGHTS).read_bytes()))
+    weights, spec_file = folder / CODEC_WEIGHTS, folder / CODEC_SPEC
+    check_saved_pair(folder, weights, spec_file, "ISSBA codec")
+    spec = read_json_object(spec_file, "codec settings")
+    try:
+        config = CodecConfig(**spec["config"])
+        image_size = tuple(int(side) for side in spec["image_size"])
+        if len(image_size) != 2:
+            raise ValueError(f"image_size has {len(image_size)} sides")
+        codec = StegaCodec(config, image_size)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(
+            f"codec settings {spec_file} are not valid ({type(exc).__name__}: {exc}); expected "
+            "an object with config (CodecConfig fields), image_size ([height, width]) and "
+            "metrics, as save_codec writes it"
+        ) from exc
+    load_weights(codec, read_safetensors(weights, "codec weights"), weights, spec_file)
     codec.metrics = spec.get("metrics", {})
     return codec

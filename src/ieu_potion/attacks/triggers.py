@@ -9,7 +9,8 @@ Patch attacks expose ``region``: the pixels they may touch.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -46,6 +47,22 @@ def register_trigger(cls: type[Trigger]) -> type[Trigger]:
     return cls
 
 
+def _setting_kind(default: Any, value: Any) -> str:
+    """What a trigger setting must be, judged by its default ("" where ``value`` is fine):
+    an integer for an integer default, a finite number for a real one, a boolean for a
+    boolean one."""
+    if isinstance(default, bool):
+        return "" if isinstance(value, bool) else "true or false"
+    if isinstance(value, bool):
+        return "a number"
+    if isinstance(default, int):
+        return "" if isinstance(value, int) else "an integer"
+    if isinstance(default, float):
+        numeric = isinstance(value, int | float) and math.isfinite(value)
+        return "" if numeric else "a finite number"
+    return ""
+
+
 class Trigger:
     """Base class: ``name``, whether labels are kept, and the trigger itself."""
 
@@ -63,6 +80,12 @@ class Trigger:
         if unknown:
             valid = ", ".join(self.settings) or "none"
             raise ValueError(f"attack {self.name!r} has no settings {unknown}; valid: {valid}")
+        for key, value in settings.items():
+            kind = _setting_kind(self.settings[key], value)
+            if kind:
+                raise ValueError(
+                    f"attack {self.name!r}: setting {key} must be {kind}, got {value!r}"
+                )
         self.height, self.width = image_size
         self.rng = np.random.default_rng([seed, 7])
         self.options = {**self.settings, **settings}

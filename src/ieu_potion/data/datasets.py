@@ -78,11 +78,8 @@ class Cifar10Dataset(_SourceDataset):
         self.metadata = metadata
 
     def check(self) -> None:
-        has_train = self._path.is_dir() and any(self._path.glob("data_batch_*"))
-        if not has_train or not (self._path / "test_batch").is_file():
-            raise DataLayoutError(
-                f"{self._path} does not exist or is incomplete; expected {cifar10.LAYOUT}"
-            )
+        """The batch files exist, are regular files and are under the size limit."""
+        cifar10.check_folder(self._path)
 
     def load(self) -> dict[str, ImageSet]:
         return cifar10.read_cifar10(self._path)
@@ -249,7 +246,11 @@ class ResultsArchiveDataset(TableDataset):
 
 class ModelDataset(_FileDataset):
     """A model as ``<folder>/model.safetensors`` plus ``<folder>/spec.json``; the spec is
-    the commit mark (removed first, written last), so a half-saved model does not exist."""
+    the commit mark (removed first, written last), so a half-saved model does not exist.
+
+    Loading a folder with the weights but no ``spec.json`` (an interrupted save), or with a
+    truncated or corrupted file, raises ``ArtifactError`` naming the file (Kedro wraps it
+    in a ``DatasetError`` carrying the same message)."""
 
     def _exists(self) -> bool:
         return all((self._filepath / name).is_file() for name in (WEIGHTS_FILE, SPEC_FILE))
@@ -263,7 +264,8 @@ class ModelDataset(_FileDataset):
 
 class StegaCodecDataset(_FileDataset):
     """ISSBA's codec as ``<folder>/codec.safetensors`` plus ``<folder>/codec.json`` (the
-    commit mark: removed first, written last)."""
+    commit mark: removed first, written last).  Missing halves, truncated or corrupted
+    files raise ``ArtifactError`` naming the file, as for ``ModelDataset``."""
 
     def _exists(self) -> bool:
         return all((self._filepath / name).is_file() for name in (CODEC_WEIGHTS, CODEC_SPEC))

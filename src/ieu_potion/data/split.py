@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
@@ -12,15 +11,8 @@ from ieu_potion.data.imageset import ImageSet
 log = logging.getLogger(__name__)
 
 
-def check_split(params: dict[str, Any]) -> None:
-    fraction = params["pretrain_fraction"]
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"pretrain_fraction must lie in [0, 1), got {fraction}")
-
-
 def split_pretraining(train: ImageSet, pretrain_fraction: float, seed: int):
     """Split ``train`` into (clean pretraining set, set to finetune on), seeded."""
-    check_split({"pretrain_fraction": pretrain_fraction})
     order = np.random.default_rng([seed, 5]).permutation(len(train))
     n_pretrain = int(round(pretrain_fraction * len(train)))
     pretrain = train.subset(np.sort(order[:n_pretrain]))

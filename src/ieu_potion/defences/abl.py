@@ -18,13 +18,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field, Strict
 
+from ieu_potion.config import Count, Fraction, Natural, Positive, settings
 from ieu_potion.defences.ieu import gate_scores
 from ieu_potion.defences.registry import Outcome, Task, register_defence
 from ieu_potion.defences.undefended import FINETUNE_VIEWS
@@ -36,31 +38,18 @@ log = logging.getLogger(__name__)
 ISOLATION_LOSSES = ("flooding", "lga")
 
 
-@dataclass(frozen=True)
+@settings
 class ABLSettings:
-    isolation_loss: str = "flooding"
-    gamma: float = 0.5
-    isolation_epochs: int = 5
-    isolation_ratio: float = 0.01
-    unlearning_epochs: int = 5
-    unlearning_lr: float = 5e-4
+    """``baselines.abl`` (docs/baselines.md compares with the authors' code)."""
 
-    def check(self, where: str) -> None:
-        if self.isolation_loss not in ISOLATION_LOSSES:
-            raise ValueError(
-                f"{where}.isolation_loss must be one of {', '.join(ISOLATION_LOSSES)}, "
-                f"got {self.isolation_loss!r}"
-            )
-        if self.gamma <= 0:
-            raise ValueError(f"{where}.gamma must be > 0, got {self.gamma}")
-        if self.isolation_epochs < 1 or self.unlearning_epochs < 0:
-            raise ValueError(f"{where}: isolation_epochs must be >= 1 and unlearning_epochs >= 0")
-        if not 0 < self.isolation_ratio < 1:
-            raise ValueError(
-                f"{where}.isolation_ratio must lie in (0, 1), got {self.isolation_ratio}"
-            )
-        if not 0 < self.unlearning_lr <= 1:
-            raise ValueError(f"{where}.unlearning_lr must lie in (0, 1], got {self.unlearning_lr}")
+    # flooding |L - gamma| + gamma (the authors' code) or lga (the paper)
+    isolation_loss: Literal[ISOLATION_LOSSES] = "flooding"
+    gamma: Positive = 0.5
+    isolation_epochs: Count = 5  # unaugmented, the recipe's peak lr held constant
+    isolation_ratio: Fraction = 0.01  # lowest-loss share isolated
+    unlearning_epochs: Natural = 5  # gradient ascent on the isolated samples
+    # SGD with Nesterov momentum 0.9 (the authors')
+    unlearning_lr: Annotated[float, Strict(), Field(gt=0, le=1)] = 5e-4
 
 
 def isolation_loss(loss: torch.Tensor, kind: str, gamma: float) -> torch.Tensor:

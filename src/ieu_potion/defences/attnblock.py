@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import Field, Strict
 from torch import nn
 
+from ieu_potion.config import Count, Share, settings
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.registry import Outcome, Task, register_defence
 from ieu_potion.models import is_vit
@@ -30,21 +32,14 @@ from ieu_potion.training.views import ViewMaker
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@settings
 class AttnBlockSettings:
-    discard_ratio: float = 0.9
-    filter_fraction: float = 31 / 224  # box filter side / image side
-    square_fraction: float = 30 / 224  # blanked square side / image side
-    batch_size: int = 64
+    """``baselines.attnblock``: attention rollout and the blanked square (ViTs only)."""
 
-    def check(self, where: str) -> None:
-        if not 0 <= self.discard_ratio < 1:
-            raise ValueError(f"{where}.discard_ratio must lie in [0, 1), got {self.discard_ratio}")
-        for name in ("filter_fraction", "square_fraction"):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"{where}.{name} must lie in (0, 1], got {getattr(self, name)}")
-        if self.batch_size < 1:
-            raise ValueError(f"{where}.batch_size must be >= 1, got {self.batch_size}")
+    discard_ratio: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.9
+    filter_fraction: Share = 31 / 224  # box filter side / image side
+    square_fraction: Share = 30 / 224  # blanked square side / image side
+    batch_size: Count = 64
 
 
 @contextmanager

@@ -23,7 +23,6 @@ import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,43 +31,26 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ieu_potion.config import Count, Natural, NonNegative, Positive, Share, settings
 from ieu_potion.defences.registry import Outcome, Task, register_defence
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@settings
 class IBAUSettings:
-    rounds: int = 5
-    fixed_point_iterations: int = 5  # K
-    inner_lr: float = 0.1  # step of the fixed-point map delta - lr * grad
-    perturbation_lr: float = 10.0  # SGD on delta in the inner maximisation
-    penalty: float = 0.001  # weight of ||delta||^2 in the inner loss
-    outer_lr: float = 1e-3  # Adam on the weights
-    portion: float = 0.01  # share of each outer batch that carries delta (at least one)
-    batch_size: int = 64
-    max_rms: float | None = 0.2  # bound on ||delta||_2 / sqrt(numel); null: unbounded
-    seed: int = 0
+    """``baselines.ibau``: the implicit hypergradient's rounds and steps."""
 
-    def check(self, where: str) -> None:
-        for name in ("rounds", "fixed_point_iterations", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{where}.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("inner_lr", "perturbation_lr", "outer_lr"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{where}.{name} must be > 0, got {getattr(self, name)}")
-        if self.penalty < 0:
-            raise ValueError(f"{where}.penalty must be >= 0, got {self.penalty}")
-        if not 0 < self.portion <= 1:
-            raise ValueError(f"{where}.portion must lie in (0, 1], got {self.portion}")
-        if self.max_rms is not None and not (
-            isinstance(self.max_rms, int | float)
-            and math.isfinite(self.max_rms)
-            and self.max_rms > 0
-        ):
-            raise ValueError(f"{where}.max_rms must be null or a number > 0, got {self.max_rms!r}")
-        if self.seed < 0:
-            raise ValueError(f"{where}.seed must be >= 0, got {self.seed}")
+    rounds: Count = 5
+    fixed_point_iterations: Count = 5  # K
+    inner_lr: Positive = 0.1  # step of the fixed-point map delta - lr * grad
+    perturbation_lr: Positive = 10.0  # SGD on delta in the inner maximisation
+    penalty: NonNegative = 0.001  # weight of ||delta||^2 in the inner loss
+    outer_lr: Positive = 1e-3  # Adam on the weights
+    portion: Share = 0.01  # share of each outer batch that carries delta (at least one)
+    batch_size: Count = 64
+    max_rms: Positive | None = 0.2  # bound on ||delta||_2 / sqrt(numel); null: unbounded
+    seed: Natural = 0
 
 
 def fixed_point_hypergradient(

@@ -14,15 +14,16 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field, Strict
 from torch import nn
 
 from ieu_potion import kernels
+from ieu_potion.config import Count, Natural, NonNegative, Positive, settings, settings_from_params
 from ieu_potion.training.engine import Batch, StepInfo, guarded_step, make_optimizer
 from ieu_potion.training.engine import set_hyperparameters as set_optimizer_hyperparameters
 from ieu_potion.training.views import ViewMaker
@@ -34,48 +35,27 @@ RATE_CEILING = 6.0
 GATE_EPOCHS = ("last", "separation")
 
 
-@dataclass(frozen=True)
+@settings
 class IEUConfig:
-    tau: float | str = 0.95  # or "auto": chosen from the gate's confidences (threshold.py)
-    gate_epoch: str = "last"  # or "separation": the stage-1 epoch that separates best
+    """``ieu.defence``: the gate threshold and how stage 2 unlearns."""
+
+    # a number in (0, 1), the paper's fixed threshold, or "auto": chosen from the gate's
+    # confidences after stage 1 (threshold.py)
+    tau: Literal["auto"] | Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.95
+    gate_epoch: Literal[GATE_EPOCHS] = "last"  # separation: the stage-1 epoch that separates best
     # tau auto: the least separation (Fisher's ratio) a cut needs to be used; below it
     # nothing is flagged (docs/ieu.md: 6.2-13.6 measured without a learned backdoor)
-    min_separation: float = 20.0
-    gate_depth: int = 1
-    queue_capacity: int = 0  # 0: the batch size
-    unlearning_rate: str | float = "dynamic"  # or a constant scale s (ablation: 1, 2, 4)
-    nonfinite_shrink: float = 0.5  # rate multiplier after a skipped unlearning step
+    min_separation: NonNegative = 20.0
+    gate_depth: Count = 1
+    queue_capacity: Natural = 0  # 0: the batch size
+    # "dynamic", or a constant scale s (ablation: 1, 2, 4)
+    unlearning_rate: Literal["dynamic"] | Positive = "dynamic"
+    # rate multiplier after a skipped unlearning step
+    nonfinite_shrink: Annotated[float, Strict(), Field(gt=0, le=1)] = 0.5
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> IEUConfig:
-        config = cls(**params)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        if self.tau != "auto" and not (
-            isinstance(self.tau, int | float)
-            and not isinstance(self.tau, bool)
-            and 0.0 < self.tau < 1.0
-        ):
-            raise ValueError(f"tau must be 'auto' or lie in (0, 1), got {self.tau!r}")
-        if self.gate_epoch not in GATE_EPOCHS:
-            raise ValueError(
-                f"unknown gate_epoch {self.gate_epoch!r}; valid: {', '.join(GATE_EPOCHS)}"
-            )
-        if not (isinstance(self.min_separation, int | float) and self.min_separation >= 0):
-            raise ValueError(f"min_separation must be >= 0, got {self.min_separation!r}")
-        if self.gate_depth < 1:
-            raise ValueError(f"gate_depth must be >= 1, got {self.gate_depth}")
-        if self.queue_capacity < 0:
-            raise ValueError(f"queue_capacity must be >= 0, got {self.queue_capacity}")
-        rate = self.unlearning_rate
-        if rate != "dynamic" and not (isinstance(rate, int | float) and rate > 0):
-            raise ValueError(
-                f"unlearning_rate must be 'dynamic' or a positive number, got {rate!r}"
-            )
-        if not 0.0 < self.nonfinite_shrink <= 1.0:
-            raise ValueError(f"nonfinite_shrink must lie in (0, 1], got {self.nonfinite_shrink}")
+        return settings_from_params(cls, params, "ieu.defence")
 
 
 def dynamic_scale(previous_loss: float | None, num_classes: int) -> float:

@@ -2,8 +2,9 @@
 
 A defence is a function ``run(task, settings) -> Outcome`` registered under a name with
 ``@register_defence``.  Its settings come from the ``baselines.<name>`` parameter block
-into a frozen dataclass whose fields all have defaults (types are checked from the
-defaults, ranges by its ``check(where)``), before any node starts.  ``needs`` says which
+into a settings class (``config.settings``: a frozen dataclass whose fields all have
+defaults, validated on construction for types, ranges and unknown keys); the parameter
+schema (schema.py) validates it before any node starts.  ``needs`` says which
 optional inputs of the ``Task`` it reads: ``undefended`` (post-training defences repair
 the undefended model) or ``trusted`` (a small clean set).  The baselines pipeline builds
 one node per name listed in ``baselines.methods``; a new method is one module plus its
@@ -28,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ieu_potion.config import settings_from_params
+from ieu_potion.config import Natural, Share, settings, settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import RunKey
 from ieu_potion.training.engine import History, Objective, TrainConfig, fit
@@ -122,7 +123,7 @@ class Outcome:
 class Defence:
     name: str
     run: Callable[[Task, Any], Outcome]
-    settings: Any  # a dataclass type, every field with a default, and check(where)
+    settings: Any  # a settings class (config.settings), every field with a default
     needs: tuple[str, ...]
     makes_model: bool
 
@@ -151,19 +152,13 @@ def register_defence(
     return decorate
 
 
-@dataclass(frozen=True)
+@settings
 class TrustedSettings:
-    """The trusted clean set: ``fraction`` of the finetuning set's size, drawn with
-    ``seed`` from the clean pretraining split."""
+    """``baselines.trusted``: the trusted clean set, ``fraction`` of the finetuning set's
+    size, drawn with ``seed`` from the clean pretraining split."""
 
-    fraction: float = 0.05
-    seed: int = 0
-
-    def check(self, where: str) -> None:
-        if not 0 < self.fraction <= 1:
-            raise ValueError(f"{where}.fraction must lie in (0, 1], got {self.fraction}")
-        if self.seed < 0:
-            raise ValueError(f"{where}.seed must be >= 0, got {self.seed}")
+    fraction: Share = 0.05
+    seed: Natural = 0
 
 
 def trusted_settings(baselines: dict[str, Any]) -> TrustedSettings:
@@ -172,32 +167,9 @@ def trusted_settings(baselines: dict[str, Any]) -> TrustedSettings:
     )
 
 
-def check_baselines(baselines: dict[str, Any]) -> None:
-    """The ``baselines`` block: every listed method registered, its settings and the
-    trusted set's valid (the pipeline's namespaces are checked when it is built)."""
-    settings = {"attacks", "methods", "trusted", *DEFENCES}
-    unknown = sorted(set(baselines) - settings)
-    if unknown:
-        raise ValueError(
-            f"baselines: unknown entries {unknown}; valid: {', '.join(sorted(settings))}"
-        )
-    listed_methods(baselines)
-    for name, defence in DEFENCES.items():
-        defence.configure(baselines.get(name))
-    trusted_settings(baselines)
-
-
 def listed_methods(baselines: dict[str, Any]) -> list[str]:
-    """``baselines.methods`` (default ``[none]``): a non-empty list of registered
-    defences, each named once."""
-    methods = baselines.get("methods", ["none"])
-    if not isinstance(methods, list | tuple) or not methods:
-        raise ValueError(f"baselines.methods must be a non-empty list, got {methods!r}")
-    for name in methods:
-        get_defence(name)
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"baselines.methods lists a method twice: {list(methods)}")
-    return list(methods)
+    """``baselines.methods`` (default ``[none]``; the schema checks the names)."""
+    return list(baselines.get("methods", ["none"]))
 
 
 def get_defence(name: str) -> Defence:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ieu_potion.config import settings
 from ieu_potion.defences.registry import Outcome, Task, register_defence
 from ieu_potion.results import final_metrics
 from ieu_potion.training.engine import CrossEntropy
@@ -11,10 +10,9 @@ from ieu_potion.training.engine import CrossEntropy
 FINETUNE_VIEWS = ("clean", "corrupted")
 
 
-@dataclass(frozen=True)
+@settings
 class NoSettings:
-    def check(self, where: str) -> None:
-        pass
+    """``baselines.none``: no settings."""
 
 
 @register_defence("none", NoSettings)

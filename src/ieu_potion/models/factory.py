@@ -3,6 +3,10 @@
 A model is described by a ``ModelSpec`` (timm name, class count, keyword arguments such
 as image size, patch size, depth, drop-path rate).  The spec travels beside the weights
 (``<dir>/spec.json`` + ``<dir>/model.safetensors``), so a saved model rebuilds itself.
+
+Saved models and checkpoints that cannot be read (a missing half, a truncated or
+corrupted file, weights that do not fit the spec) raise ``ArtifactError`` (a
+``DataLayoutError``, hence a ``ValueError``) naming the file and what was expected there.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Any
 
 import timm
 import torch
-from safetensors.torch import load as load_safetensors_bytes
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
+from ieu_potion.data.errors import ArtifactError
 from ieu_potion.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -135,24 +140,100 @@ def _block_index(key: str) -> int:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.safetensors`` file or a ``.pth``/``.pt`` read with weights_only."""
+    """Tensors from a ``.safetensors`` file or a ``.pth``/``.pt`` read with weights_only.
+
+    A missing file raises ``FileNotFoundError``; a file that cannot be read as a state
+    dict raises ``ArtifactError``; both name the path."""
     path = Path(path)
+    expected = "give a .safetensors file or a .pth/.pt state dict (timm format)"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist; {expected}")
     if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist; give a .safetensors file or a .pth/.pt "
-            "state dict (timm format)"
-        )
+        raise ArtifactError(f"checkpoint {path} is not a file; {expected}")
     if path.suffix == ".safetensors":
-        return load_file(path)
+        return read_safetensors(path, "checkpoint")
     if path.suffix not in (".pth", ".pt", ".bin"):
         raise ValueError(f"checkpoint {path}: expected .safetensors, .pth, .pt or .bin")
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, refused global, unreadable file
+        raise ArtifactError(
+            f"checkpoint {path} cannot be read as a PyTorch state dict (truncated, corrupted "
+            "or holding more than tensors); it is not loaded with weights_only=False, which "
+            f"would run code from the file. {expected}. PyTorch says: {exc}"
+        ) from exc
     for key in ("state_dict", "model", "module"):
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
         raise ValueError(f"checkpoint {path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in loaded.items()}
+
+
+def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    """The tensors of the ``.safetensors`` file ``path`` (the ``what`` of an error message);
+    a truncated, corrupted or unreadable file raises ``ArtifactError`` naming it."""
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise ArtifactError(
+            f"{what} {path} is not a readable safetensors file (truncated or corrupted?): {exc}"
+        ) from exc
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (the ``what`` of an error message); a file that is not
+    UTF-8 JSON holding an object raises ``ArtifactError`` naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeError
+        raise ArtifactError(
+            f"{what} {path} is not readable JSON (truncated or edited?): {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_saved_pair(folder: Path, weights: Path, commit: Path, what: str) -> None:
+    """Refuse a saved folder that lacks one of its two files.
+
+    ``commit`` is the file written last (the commit mark): weights without it are an
+    interrupted save; the commit mark without weights is a folder changed after saving."""
+    if not folder.is_dir():
+        raise ArtifactError(
+            f"no {what} at {folder}: expected a folder holding {weights.name} and {commit.name}"
+        )
+    has_weights, has_commit = weights.is_file(), commit.is_file()
+    if has_weights and not has_commit:
+        raise ArtifactError(
+            f"{commit} missing: an interrupted save ({weights.name} is there but "
+            f"{commit.name}, written last, is not); rerun the node that writes {folder}"
+        )
+    if has_commit and not has_weights:
+        raise ArtifactError(
+            f"{weights} missing although {commit.name} is there: the folder changed after "
+            f"the save; rerun the node that writes {folder}"
+        )
+    if not has_weights:
+        raise ArtifactError(
+            f"no {what} in {folder}: expected {weights.name} and {commit.name}; rerun the node "
+            "that writes it"
+        )
+
+
+def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path, commit: Path):
+    """Load ``tensors`` (read from ``path``) into ``module`` (built from ``commit``); a
+    mismatch raises ``ArtifactError`` naming both files."""
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as exc:
+        detail = str(exc)
+        detail = detail if len(detail) <= 600 else detail[:600] + " ..."
+        raise ArtifactError(
+            f"{path} does not fit the network described by {commit}: the two files come from "
+            f"different saves; rerun the node that writes {path.parent}. {detail}"
+        ) from exc
 
 
 def load_backbone(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -196,8 +277,34 @@ def save_model(model: nn.Module, folder: str | Path) -> None:
 
 
 def load_model(folder: str | Path) -> nn.Module:
+    """The model saved in ``folder`` by ``save_model``; ``ArtifactError`` names the file
+    when a half is missing (``spec.json`` missing: an interrupted save), truncated,
+    corrupted, or when the weights do not fit the spec."""
     folder = Path(folder)
-    spec = ModelSpec(**json.loads((folder / SPEC_FILE).read_text(encoding="utf-8")))
-    model = build_model(spec)
-    model.load_state_dict(load_safetensors_bytes((folder / WEIGHTS_FILE).read_bytes()))
+    weights, spec_file = folder / WEIGHTS_FILE, folder / SPEC_FILE
+    check_saved_pair(folder, weights, spec_file, "model")
+    spec = _spec_from_json(read_json_object(spec_file, "model spec"), spec_file)
+    try:
+        model = build_model(spec)
+    except (TypeError, ValueError, RuntimeError) as exc:  # kwargs timm does not take
+        raise ArtifactError(f"model spec {spec_file} does not build a model: {exc}") from exc
+    load_weights(model, read_safetensors(weights, "model weights"), weights, spec_file)
     return model
+
+
+def _spec_from_json(data: dict[str, Any], path: Path) -> ModelSpec:
+    expected = (
+        "expected an object with name (a timm model name), num_classes (an integer >= 2), "
+        "kwargs (an object) and image_size (an integer or null)"
+    )
+    types = {"name": str, "num_classes": int, "kwargs": dict, "image_size": (int, type(None))}
+    wrong = sorted(set(data) ^ set(types))
+    wrong += [k for k, t in types.items() if k in data and not isinstance(data[k], t)]
+    if wrong or isinstance(data.get("num_classes"), bool):
+        raise ArtifactError(f"model spec {path} is not valid (fields {wrong}); {expected}")
+    spec = ModelSpec(**data)
+    try:
+        spec.check()
+    except ValueError as exc:
+        raise ArtifactError(f"model spec {path} is not valid: {exc}") from exc
+    return spec

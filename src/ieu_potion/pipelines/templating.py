@@ -20,48 +20,23 @@ from ieu_potion.attacks import TRIGGERS
 from ieu_potion.config import run_source_data
 from ieu_potion.defences.registry import get_defence
 from ieu_potion.results import RunKey, fingerprint, replicate_name
+from ieu_potion.schema import seed_list
 from ieu_potion.unlearning.potion import with_own_settings
 
 
-def namespaces(params: dict[str, Any], pipeline_name: str, block: str = "attack") -> list[str]:
-    """The namespaces listed in ``<pipeline_name>.attacks``, each with a ``<ns>.<block>``."""
-    names = list((params.get(pipeline_name) or {}).get("attacks", []))
-    missing = [ns for ns in names if block not in (params.get(ns) or {})]
-    if missing:
-        raise ValueError(
-            f"{pipeline_name}.attacks lists {missing} but the parameters have no "
-            f"'<namespace>.{block}' block for them"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"{pipeline_name}.attacks lists a namespace twice: {names}")
-    return names
+def namespaces(params: dict[str, Any], pipeline_name: str) -> list[str]:
+    """The namespaces listed in ``<pipeline_name>.attacks`` (the schema has checked that
+    each is poisoned by data_poisoning and has its ``<namespace>.attack`` block)."""
+    return list((params.get(pipeline_name) or {}).get("attacks", []))
 
 
 def seeds(params: dict[str, Any]) -> list[int]:
-    """The run's seeds: ``seeds`` as a list of distinct integers >= 0, or a count n for
-    seeds 0..n-1 (``kedro run --params seeds=3``: Kedro splits ``--params`` at commas, so
-    a list cannot be typed there).  Default [0]."""
-    values = params.get("seeds", [0])
-    if isinstance(values, int) and not isinstance(values, bool) and values >= 1:
-        return list(range(values))
-    if (
-        not isinstance(values, list | tuple)
-        or not values
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values)
-        or len(set(values)) != len(values)
-    ):
-        raise ValueError(
-            "seeds must be a non-empty list of distinct integers >= 0, or a count >= 1 "
-            f"(seeds 0..n-1), got {values!r}"
-        )
-    return list(values)
+    """The run's seeds (default [0])."""
+    return seed_list(params.get("seeds", [0]))
 
 
 def backbone_per_seed(params: dict[str, Any]) -> bool:
-    value = params.get("backbone_per_seed", False)
-    if not isinstance(value, bool):
-        raise ValueError(f"backbone_per_seed must be true or false, got {value!r}")
-    return value
+    return bool(params.get("backbone_per_seed", False))
 
 
 def backbone_namespace(params: dict[str, Any], seed: int) -> str | None:

@@ -17,14 +17,24 @@ import os
 import random
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import Field, Strict, field_validator, model_validator
 from torch import nn
 from tqdm.auto import tqdm
 
+from ieu_potion.config import (
+    Count,
+    Natural,
+    NonNegative,
+    Positive,
+    Text,
+    settings,
+    settings_from_params,
+)
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.training.views import ViewMaker
 
@@ -34,64 +44,64 @@ log = logging.getLogger(__name__)
 OPTIMIZERS = ("adamw", "sgd")
 
 
-@dataclass(frozen=True)
+@settings
 class TrainConfig:
-    epochs: int
-    batch_size: int
-    lr: float  # peak learning rate, already scaled for the batch size
-    min_lr: float = 1e-6
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"  # or "constant" (after warmup)
-    weight_decay: tuple[float, float] = (0.04, 0.1)  # cosine from first to second
-    clip: float = 3.0
-    seed: int = 0
-    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum; ABL's unlearning)
-    momentum: float = 0.9  # sgd only
-    device: str = "auto"
+    """A training recipe (``finetune``, ``ieu.gate_training``, ``model.pretrain.train``)."""
+
+    epochs: Count
+    batch_size: Count
+    lr: Annotated[float, Strict(), Field(gt=0, le=1)]  # peak, already scaled for the batch
+    min_lr: NonNegative = 1e-6
+    warmup_epochs: NonNegative = 1.0
+    schedule: Literal["cosine", "constant"] = "cosine"  # constant: after the warmup
+    # cosine from the first to the second; one number: constant
+    weight_decay: tuple[NonNegative, NonNegative] = (0.04, 0.1)
+    clip: Positive = 3.0  # per-tensor gradient norm
+    seed: Natural = 0
+    optimizer: Literal[OPTIMIZERS] = "adamw"  # sgd: Nesterov momentum (ABL's unlearning)
+    momentum: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.9  # sgd only
+    device: Text = "auto"
     augment: dict[str, Any] = field(default_factory=dict)  # ViewMaker fields
 
+    @field_validator("weight_decay", mode="before")
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
-        params = dict(params)
-        base_lr = params.pop("base_lr", None)
-        if base_lr is not None:  # lr given per 256 samples, as in the papers
-            params["lr"] = base_lr * params["batch_size"] / 256
-        for key in ("crop_scale", "crop_ratio", "corrupt_cover"):
-            if key in params.get("augment", {}):
-                params["augment"] = {**params["augment"], key: tuple(params["augment"][key])}
-        if "weight_decay" in params:
-            wd = params["weight_decay"]
-            params["weight_decay"] = tuple(wd) if isinstance(wd, list | tuple) else (wd, wd)
-        config = cls(**params)
-        config.check()
-        return config
+    def _one_or_two(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int | float) else value
 
-    def check(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}"
-            )
-        if not 0 < self.lr <= 1:
-            raise ValueError(f"learning rate must lie in (0, 1], got {self.lr}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"min_lr must lie in [0, lr], got {self.min_lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
-            )
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be cosine or constant, got {self.schedule!r}")
-        if min(self.weight_decay) < 0 or self.clip <= 0 or self.warmup_epochs < 0:
-            raise ValueError("weight decay and warmup must be >= 0 and clip > 0")
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         valid = {f.name for f in fields(ViewMaker)} - {"size", "mean", "std"}
         unknown = sorted(set(self.augment) - valid)
         if unknown:
             raise ValueError(
                 f"unknown augment settings {unknown}; valid: {', '.join(sorted(valid))}"
             )
-        ViewMaker(size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1), **self.augment)
+        augment = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
+        ViewMaker(size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1), **augment)
+        object.__setattr__(self, "augment", augment)
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _base_lr(cls, params: Any) -> Any:
+        """``base_lr`` (per 256 samples, as in the papers) may stand in for ``lr``."""
+        if isinstance(params, dict) and "base_lr" in params:
+            params = dict(params)
+            base_lr = params.pop("base_lr")
+            if "lr" in params:
+                raise ValueError("give lr or base_lr, not both")
+            batch = params.get("batch_size")
+            if isinstance(base_lr, int | float) and isinstance(batch, int):
+                params["lr"] = base_lr * batch / 256
+            else:
+                raise ValueError(f"base_lr must be a number, got {base_lr!r}")
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], where: str = "train") -> TrainConfig:
+        return settings_from_params(cls, params, where)
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

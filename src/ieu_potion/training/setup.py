@@ -11,7 +11,7 @@ from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.models import ModelSpec, build_model, input_size, is_vit, normalisation
-from ieu_potion.models.factory import WEIGHT_SOURCES, load_backbone, read_state_dict, shallow_vit
+from ieu_potion.models.factory import load_backbone, read_state_dict, shallow_vit
 from ieu_potion.training.engine import (
     CrossEntropy,
     History,
@@ -40,14 +40,6 @@ def evaluator(clean_test: ImageSet, triggered_test: ImageSet, target_class: int,
     return evaluate
 
 
-def check_weights(weights: dict[str, Any]) -> None:
-    source = weights.get("source")
-    if source not in WEIGHT_SOURCES:
-        raise ValueError(f"unknown weight source {source!r}; valid: {', '.join(WEIGHT_SOURCES)}")
-    if source == "checkpoint" and not weights.get("path"):
-        raise ValueError("weight source 'checkpoint' needs a path")
-
-
 def prepare_backbone(
     spec: ModelSpec,
     weights: dict[str, Any],
@@ -64,7 +56,6 @@ def prepare_backbone(
     always fresh for the data set's classes.  ``seed`` is added to the pretraining seed,
     which also seeds the model's initial weights (and the fresh head).
     """
-    check_weights(weights)
     source = weights["source"]
     history = History()
     config = TrainConfig.from_params(pretrain["train"])

@@ -23,14 +23,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import field_validator
 from torch import nn
 
 from ieu_potion import kernels
+from ieu_potion.config import Count, Positive, Text, settings, settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import REALISTIC, RunKey
 from ieu_potion.training.engine import accuracy, clean_accuracy_and_asr
@@ -45,47 +47,42 @@ DISCOVERY_MODES = ("benchmark", "realistic")
 RETAIN_SETS = ("full", "exact")
 
 
-@dataclass(frozen=True)
+@settings
 class PotionConfig:
-    methods: tuple[str, ...] = METHODS
-    discovery: str = "benchmark"
-    shares: tuple[str, ...] = ()  # subset keys to run; empty: all
-    tau: float | None = None  # realistic mode: the gate threshold; None: the one IEU used
-    ssd_alphas: tuple[float, ...] = (1.0, 10.0, 100.0)
-    retain_set: str = "full"
-    eu_shares: tuple[str, ...] = ()  # empty: every share
+    """``potion`` (a namespace's ``<namespace>.potion`` entries over it): which methods run
+    on which discovered shares, and the PTN search."""
+
+    methods: tuple[Literal[METHODS], ...] = METHODS
+    # benchmark: ground-truth shares; realistic: the samples IEU's gate flagged above the
+    # threshold IEU used (ieu.defence.tau, the one source of the gate threshold)
+    discovery: Literal[DISCOVERY_MODES] = "benchmark"
+    shares: tuple[Text, ...] = ()  # subset keys to run; empty: all
+    ssd_alphas: tuple[Positive, ...] = (1.0, 10.0, 100.0)
+    # full: I_r once on the whole training set; exact: per share on D minus S_f
+    retain_set: Literal[RETAIN_SETS] = "full"
+    eu_shares: tuple[Text, ...] = ()  # empty: every share
     # Shares whose PTN steps are also scored on the test sets (the trade-off curve).
-    tradeoff_shares: tuple[str, ...] = ()
-    importance_batch_size: int = 64
+    tradeoff_shares: tuple[Text, ...] = ()
+    importance_batch_size: Count = 64
     ptn: PTNConfig = field(default_factory=PTNConfig)
+
+    @field_validator("methods", "shares", "ssd_alphas", "eu_shares", "tradeoff_shares")
+    @classmethod
+    def _distinct(cls, value: tuple) -> tuple:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists an entry twice: {list(value)}")
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _some(cls, value: tuple) -> tuple:
+        if not value:
+            raise ValueError(f"name at least one method of {', '.join(METHODS)}")
+        return value
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PotionConfig:
-        params = dict(params)
-        params["ptn"] = PTNConfig.from_params(params.get("ptn") or {})
-        for key in ("methods", "shares", "ssd_alphas", "eu_shares", "tradeoff_shares"):
-            if key in params:
-                params[key] = tuple(params[key])
-        config = cls(**params)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown or not self.methods:
-            raise ValueError(f"unknown Potion methods {unknown}; valid: {', '.join(METHODS)}")
-        if self.discovery not in DISCOVERY_MODES:
-            raise ValueError(
-                f"unknown discovery mode {self.discovery!r}; valid: {', '.join(DISCOVERY_MODES)}"
-            )
-        if self.retain_set not in RETAIN_SETS:
-            raise ValueError(f"retain_set must be one of {', '.join(RETAIN_SETS)}")
-        if self.tau is not None and not 0.0 < self.tau < 1.0:
-            raise ValueError(f"tau must be null (IEU's own) or lie in (0, 1), got {self.tau}")
-        if any(a <= 0 for a in self.ssd_alphas):
-            raise ValueError(f"ssd_alphas must be > 0, got {list(self.ssd_alphas)}")
-        if self.importance_batch_size < 1:
-            raise ValueError("importance_batch_size must be >= 1")
+        return settings_from_params(cls, params, "potion")
 
 
 def with_own_settings(potion: dict[str, Any], own: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -22,47 +22,30 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated
 
 import torch
+from pydantic import Field, Strict
 
 from ieu_potion import kernels
+from ieu_potion.config import Count, Fraction, Positive, Share, settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@settings
 class PTNConfig:
-    rho: float = 0.1
-    step: float = 1.1
-    max_steps: int = 500
-    lam: float = 1.0
-    parallel: int = 8
-    s_start: float | None = None  # None: |S_f| / (|S_f| + |D_r|) / 25
-    min_percentile: float = 95.0  # give up below this percentile of the ratios
-    max_dampened: float = 0.05  # give up past this share of dampened parameters
+    """``potion.ptn``: the search for the dampening strength (SPEC.md section 4)."""
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PTNConfig:
-        config = cls(**params)
-        config.check()
-        return config
-
-    def check(self) -> None:
-        if not 0.0 <= self.rho < 1.0:
-            raise ValueError(f"rho must lie in [0, 1), got {self.rho}")
-        if self.step <= 1.0:
-            raise ValueError(f"step must be > 1, got {self.step}")
-        if self.max_steps < 1 or self.parallel < 1:
-            raise ValueError("max_steps and parallel must be >= 1")
-        if self.lam <= 0:
-            raise ValueError(f"lam must be > 0, got {self.lam}")
-        if self.s_start is not None and not 0.0 < self.s_start < 1.0:
-            raise ValueError(f"s_start must lie in (0, 1), got {self.s_start}")
-        if not 0.0 < self.min_percentile < 100.0:
-            raise ValueError(f"min_percentile must lie in (0, 100), got {self.min_percentile}")
-        if not 0.0 < self.max_dampened <= 1.0:
-            raise ValueError(f"max_dampened must lie in (0, 1], got {self.max_dampened}")
+    rho: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.1  # over-forgetting buffer
+    step: Annotated[float, Strict(), Field(gt=1)] = 1.1  # s grows by this factor per step
+    max_steps: Count = 500
+    lam: Positive = 1.0
+    parallel: Count = 8  # candidate values of s dampened in one batched call
+    s_start: Fraction | None = None  # None: |S_f| / (|S_f| + |D_r|) / 25
+    # give up below this percentile of the ratios
+    min_percentile: Annotated[float, Strict(), Field(gt=0, lt=100)] = 95.0
+    max_dampened: Share = 0.05  # give up past this share of dampened parameters
 
 
 @dataclass

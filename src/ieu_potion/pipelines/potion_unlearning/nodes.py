@@ -27,12 +27,10 @@ def benchmark_subsets(subsets: dict[str, np.ndarray], potion: dict[str, Any]):
     return select_shares(subsets, PotionConfig.from_params(potion).shares)
 
 
-def realistic_subsets(gate_confidence: dict[str, np.ndarray], potion: dict[str, Any]):
+def realistic_subsets(gate_confidence: dict[str, np.ndarray]):
     """Only the gate's confidences are read: never the ground-truth poison flags.  The
-    threshold is ``potion.tau``, or where that is null the one IEU's stage 2 used."""
-    config = PotionConfig.from_params(potion)
-    tau = float(gate_confidence["tau"]) if config.tau is None else config.tau
-    return realistic_discovery(gate_confidence["confidence"], tau)
+    threshold is the one IEU's stage 2 used (``ieu.defence.tau``, fixed or chosen)."""
+    return realistic_discovery(gate_confidence["confidence"], float(gate_confidence["tau"]))
 
 
 def unlearn_poison(

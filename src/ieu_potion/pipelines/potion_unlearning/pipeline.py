@@ -31,7 +31,7 @@ def potion_template(replicate: Replicate) -> Pipeline:
     if potion_settings(replicate.params, replicate.namespace).get("discovery") == "realistic":
         select = node(
             nodes.realistic_subsets,
-            ["gate_confidence", "potion_settings"],
+            "gate_confidence",
             "potion_subsets",
             name="realistic_subsets",
         )

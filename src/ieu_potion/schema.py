@@ -1,0 +1,294 @@
+"""The schema of every parameter: one validation pass over the whole parameter tree.
+
+Each block is a pydantic model (or a settings class of the module that uses it: the
+training recipe, IEU, Potion, each attack and defence), so a type, range, finiteness or
+unknown-key error names the parameter's path, and a choice lists the valid values.
+``Parameters`` adds the cross-references between blocks: every namespace a pipeline runs
+is listed in ``data_poisoning.attacks`` and has its ``<namespace>.attack`` block; the shares
+Potion, EU and the trade-off name are drawn.  ``validate_parameters`` runs before any
+pipeline is built and again, on the parameters the catalog holds, before any node runs
+(hooks.py).  docs/parameters.md is generated from this module
+(``scripts/parameter_reference.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from ieu_potion.attacks.poison import AttackConfig, share_key
+from ieu_potion.attacks.stega import CodecConfig
+from ieu_potion.config import Count, Natural, ParameterError, Share, Text, parameter_error
+from ieu_potion.defences.ieu import IEUConfig
+from ieu_potion.defences.registry import DEFENCES, TrustedSettings
+from ieu_potion.models.factory import WEIGHT_SOURCES, ModelSpec
+from ieu_potion.results import ONE_SHOT
+from ieu_potion.training.engine import TrainConfig
+from ieu_potion.training.views import VIEWS
+from ieu_potion.unlearning.potion import PotionConfig, with_own_settings
+
+PIPELINES_WITH_NAMESPACES = ("ieu_finetune", "baselines", "potion_unlearning")
+
+
+def _distinct(values: tuple) -> tuple:
+    if len(set(values)) != len(values):
+        raise ValueError(f"lists an entry twice: {list(values)}")
+    return values
+
+
+def _nonempty(values: tuple) -> tuple:
+    if not values:
+        raise ValueError("must name at least one entry")
+    return values
+
+
+def seed_list(seeds: Any) -> list[int]:
+    """The run's seeds from ``seeds``: a list, or a count n for seeds 0..n-1 (``kedro run
+    --params seeds=3``: Kedro splits ``--params`` at commas, so no list can be typed)."""
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+
+class Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+Names = Annotated[tuple[Text, ...], Field(description="namespaces of data_poisoning.attacks")]
+
+
+class ModelParams(Block):
+    """A timm model: ``model.robust`` (the defended model) or ``model.gate``."""
+
+    name: Text = Field(description="any timm model name")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="timm constructor")
+    image_size: Annotated[int, Strict(), Field(ge=8, le=1024)] | None = Field(
+        None, description="input side; null: timm's configured size"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelParams:
+        ModelSpec(self.name, 2, dict(self.kwargs), self.image_size).check()
+        return self
+
+
+class WeightsParams(Block):
+    """``model.weights``: where the robust module's starting weights come from."""
+
+    source: Literal[WEIGHT_SOURCES] = Field(
+        description="pretrain (offline default) | checkpoint | timm (online) | scratch"
+    )
+    path: Text | None = Field(None, description="checkpoint: a .safetensors or .pth/.pt file")
+
+    @model_validator(mode="after")
+    def _path(self) -> WeightsParams:
+        if self.source == "checkpoint" and self.path is None:
+            raise ValueError("weight source 'checkpoint' needs a path")
+        return self
+
+
+View = Literal[VIEWS]
+
+
+class PretrainParams(Block):
+    """``model.pretrain``: the offline backbone's training on the clean split."""
+
+    views: Annotated[tuple[View, ...], Field(min_length=1)] = ("plain",)
+    train: TrainConfig
+
+
+class GatePretrainParams(PretrainParams):
+    """``model.gate_pretrain``: the gate's pretraining, then truncation."""
+
+    depth: Count = Field(description="ViT blocks pretrained (then truncated to gate_depth)")
+
+
+class ModelBlock(Block):
+    robust: ModelParams
+    gate: ModelParams
+    gate_pretrain: GatePretrainParams | None = None
+    weights: WeightsParams
+    pretrain: PretrainParams
+
+
+class SplitParams(Block):
+    """``data_split``: the clean pretraining split no attack touches."""
+
+    pretrain_fraction: Annotated[float, Strict(), Field(ge=0, lt=1)]
+    seed: Natural = 0
+
+
+class DiscoveryParams(Block):
+    """``data_poisoning.discovery``: the nested shares of the poison Potion is given."""
+
+    shares: tuple[Share, ...]
+    seed: Natural = 0
+
+    _check = field_validator("shares")(lambda cls, v: _distinct(_nonempty(v)))
+
+
+class DataPoisoningParams(Block):
+    attacks: Names
+    stega_codec: CodecConfig = Field(default_factory=CodecConfig)
+    discovery: DiscoveryParams
+    gallery_examples: Count = 6
+
+    _check = field_validator("attacks")(lambda cls, v: _distinct(v))
+
+
+class PipelineParams(Block):
+    """``ieu_finetune`` / ``potion_unlearning``: the namespaces a pipeline runs."""
+
+    attacks: Names = ()
+
+    _check = field_validator("attacks")(lambda cls, v: _distinct(v))
+
+
+class IEUParams(Block):
+    defence: IEUConfig
+    gate_training: TrainConfig
+
+
+class _BaselinesBase(Block):
+    attacks: Names = ()
+    methods: tuple[Literal[tuple(DEFENCES)], ...] = ("none",)
+    trusted: TrustedSettings = Field(default_factory=TrustedSettings)
+
+    _check_attacks = field_validator("attacks")(lambda cls, v: _distinct(v))
+    _check_methods = field_validator("methods")(lambda cls, v: _distinct(_nonempty(v)))
+
+
+# One settings block per registered defence: a new defence brings its block along.
+BaselinesParams = create_model(
+    "BaselinesParams",
+    __base__=_BaselinesBase,
+    __doc__="``baselines``: the defences compared with IEU and their settings.",
+    **{name: (d.settings, Field(default_factory=d.settings)) for name, d in DEFENCES.items()},
+)
+
+
+class NamespaceParams(Block):
+    """``<namespace>``: one attack's block, optionally with its own Potion entries."""
+
+    attack: AttackConfig
+    potion: dict[str, Any] | None = Field(None, description="entries over the potion block")
+
+
+class Parameters(Block):
+    """Every parameter of a run.  Other top-level keys are attack namespaces (mappings
+    with an ``attack`` block), strings the catalog reads (data roots given with
+    ``--params``), or YAML anchors' holders (``_name``)."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True)
+
+    dataset_name: Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    seeds: list[Natural] | Count = Field([0], description="a list, or a count n: 0..n-1")
+    backbone_per_seed: Annotated[bool, Strict()] = False
+    deterministic: Annotated[bool, Strict()] = False
+    model: ModelBlock
+    finetune: TrainConfig
+    data_split: SplitParams
+    data_poisoning: DataPoisoningParams
+    ieu_finetune: PipelineParams = Field(default_factory=PipelineParams)
+    ieu: IEUParams
+    potion_unlearning: PipelineParams = Field(default_factory=PipelineParams)
+    potion: PotionConfig
+    baselines: BaselinesParams = Field(default_factory=BaselinesParams)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | int) -> list[int]:
+        return seed_list(value if isinstance(value, int) else _distinct(_nonempty(value)))
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Parameters:
+        namespaces = self.namespaces()
+        listed = self.data_poisoning.attacks
+        missing = [ns for ns in listed if ns not in namespaces]
+        if missing:
+            raise ValueError(
+                f"data_poisoning.attacks lists {missing} but the parameters have no "
+                "'<namespace>.attack' block for them"
+            )
+        for block in PIPELINES_WITH_NAMESPACES:
+            unknown = [ns for ns in getattr(self, block).attacks if ns not in listed]
+            if unknown:
+                raise ValueError(
+                    f"{block}.attacks names {unknown}, which data_poisoning.attacks does not "
+                    f"list; listed: {', '.join(listed) or 'none'}"
+                )
+        for ns in self.potion_unlearning.attacks:
+            self._check_potion(ns, namespaces[ns])
+        return self
+
+    def namespaces(self) -> dict[str, NamespaceParams]:
+        """Every attack namespace block, validated (a top-level key that is none of the
+        blocks above and no ``_anchor`` must be one)."""
+        found = {}
+        for name, value in (self.model_extra or {}).items():
+            # YAML anchors' holders, and paths the catalog reads (`--params gtsrb_root=...`)
+            if name.startswith("_") or isinstance(value, str):
+                continue
+            if not isinstance(value, dict) or "attack" not in value:
+                raise ValueError(
+                    f"unknown parameter block {name!r}: neither a block of the parameter "
+                    "reference (docs/parameters.md), nor an attack namespace (a mapping with "
+                    "an 'attack' block), nor a path for the catalog (a string)"
+                )
+            try:
+                found[name] = NamespaceParams.model_validate(value)
+            except ValidationError as exc:
+                raise ValueError(str(parameter_error(exc, name, NamespaceParams))) from None
+        return found
+
+    def _check_potion(self, namespace: str, block: NamespaceParams) -> None:
+        """The namespace's Potion settings (its entries over the shared block) and the
+        shares they name, which must be drawn by data_poisoning.discovery."""
+        where = f"{namespace}.potion" if block.potion else "potion"
+        merged = with_own_settings(_plain(self.potion), block.potion)
+        try:
+            potion = PotionConfig.from_params(merged)
+        except ParameterError as exc:
+            raise ValueError(f"{where} (over the potion block): {exc}") from None
+        if potion.discovery == "realistic":
+            return
+        drawn = [share_key(s) for s in sorted(self.data_poisoning.discovery.shares)]
+        drawn.append(ONE_SHOT)
+        run = potion.shares or tuple(drawn)
+        for name, wanted, among in (
+            ("shares", potion.shares, drawn),
+            ("eu_shares", potion.eu_shares, run),
+            ("tradeoff_shares", potion.tradeoff_shares, run),
+        ):
+            missing = sorted(set(wanted) - set(among))
+            if missing:
+                raise ValueError(
+                    f"{where}.{name} names {missing}, which namespace {namespace!r} does not "
+                    f"run (data_poisoning.discovery.shares and potion.shares); "
+                    f"available: {', '.join(among)}"
+                )
+
+
+def _plain(settings: Any) -> dict[str, Any]:
+    """A settings object back as the mapping it was read from (nested ones too)."""
+    return asdict(settings)
+
+
+def validate_parameters(params: dict[str, Any]) -> Parameters:
+    """The run's parameters, validated as a whole; a ``ParameterError`` names every
+    parameter that fails, by its path."""
+    if not isinstance(params, dict):
+        raise ParameterError(f"the parameters must be a mapping, got {type(params).__name__}")
+    try:
+        return Parameters.model_validate(params)
+    except ValidationError as exc:
+        raise parameter_error(exc, "", Parameters) from None

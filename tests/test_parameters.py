@@ -1,0 +1,419 @@
+"""The parameter schema: every bad parameter is refused by one validation pass over the
+whole tree, with its path and the valid values, before anything is built or run."""
+
+import copy
+import math
+
+import pytest
+
+from ieu_potion.config import ParameterError, project_config
+from ieu_potion.schema import validate_parameters
+from tests.badinput import bad_input, rejects
+
+NAN = math.nan
+DELETE = object()
+
+
+@pytest.fixture(scope="module")
+def base():
+    return project_config("base")[0]
+
+
+def changed(params, *edits):
+    """A deep copy of ``params`` with each (path, value) set (``DELETE`` removes it)."""
+    params = copy.deepcopy(params)
+    for path, value in edits:
+        keys = path.split(".")
+        block = params
+        for key in keys[:-1]:
+            block = block.setdefault(key, {})
+        if value is DELETE:
+            del block[keys[-1]]
+        else:
+            block[keys[-1]] = value
+    return params
+
+
+def test_every_shipped_environment_validates():
+    for env in ("base", "cifar10", "gtsrb", "vit", "all_attacks"):
+        params = validate_parameters(project_config(env)[0])
+        assert params.seeds == [0]
+        assert set(params.data_poisoning.attacks) <= set(params.namespaces())
+
+
+def test_counts_and_defaults_are_read(base):
+    params = validate_parameters(changed(base, ("seeds", 3)))
+    assert params.seeds == [0, 1, 2]
+    assert params.finetune.weight_decay == (0.04, 0.1)
+    tiny = validate_parameters(changed(base, ("finetune.base_lr", 2e-5), ("finetune.lr", DELETE)))
+    assert tiny.finetune.lr == pytest.approx(2e-5 * 64 / 256)
+
+
+def test_every_failure_is_listed_at_once(base):
+    bad = changed(base, ("finetune.clip", NAN), ("ieu.defence.gate_depth", 0))
+    error = rejects(lambda: validate_parameters(bad), ParameterError, "finetune.clip")
+    assert "ieu.defence.gate_depth" in str(error)
+
+
+# (edits, culprits the message must name)
+CASES = [
+    pytest.param(
+        [("finetune.clip", NAN)],
+        ["finetune.clip", "finite number"],
+        marks=bad_input("`finetune.clip: .nan`", "ParameterError: finetune.clip must be finite"),
+    ),
+    pytest.param(
+        [("finetune.weight_decay", NAN)],
+        ["finetune.weight_decay", "finite number"],
+        marks=bad_input("`finetune.weight_decay: .nan`", "ParameterError: must be finite"),
+    ),
+    pytest.param(
+        [("potion.ptn.lam", NAN)],
+        ["potion.ptn.lam", "finite number"],
+        marks=bad_input("`potion.ptn.lam: .nan`", "ParameterError: potion.ptn.lam must be finite"),
+    ),
+    pytest.param(
+        [("potion.ssd_alphas", [NAN])],
+        ["potion.ssd_alphas.0", "finite number"],
+        marks=bad_input("`potion.ssd_alphas: [.nan]`", "ParameterError naming the list entry"),
+    ),
+    pytest.param(
+        [("finetune.epochs", 2.5)],
+        ["finetune.epochs", "valid integer", "2.5"],
+        marks=bad_input("`finetune.epochs: 2.5`", "ParameterError: an integer is needed"),
+    ),
+    pytest.param(
+        [("finetune.batch_size", True)],
+        ["finetune.batch_size", "valid integer"],
+        marks=bad_input("`finetune.batch_size: true`", "ParameterError: an integer is needed"),
+    ),
+    pytest.param(
+        [("finetune.lr", 5.0)],
+        ["finetune.lr", "less than or equal to 1"],
+        marks=bad_input("`finetune.lr: 5.0`", "ParameterError: lr must lie in (0, 1]"),
+    ),
+    pytest.param(
+        [("finetune.lr", "1e-3")],
+        ["finetune.lr", "valid number", "'1e-3'"],
+        marks=bad_input("`finetune.lr: '1e-3'` (a string)", "ParameterError: a number is needed"),
+    ),
+    pytest.param(
+        [("finetune.min_lr", 0.5)],
+        ["finetune", "min_lr (0.5) must not exceed lr"],
+        marks=bad_input("`finetune.min_lr` above `lr`", "ParameterError naming both"),
+    ),
+    pytest.param(
+        [("finetune.schedule", "linear")],
+        ["finetune.schedule", "'cosine' or 'constant'"],
+        marks=bad_input("`finetune.schedule: linear`", "ParameterError listing cosine, constant"),
+    ),
+    pytest.param(
+        [("finetune.augment", {"flip": 0.5})],
+        ["finetune", "unknown augment settings ['flip']", "flip_p"],
+        marks=bad_input("an unknown `finetune.augment` key", "ParameterError listing valid keys"),
+    ),
+    pytest.param(
+        [("finetune.epoch", 3)],
+        ["finetune.epoch: unknown setting", "valid: augment, batch_size"],
+        marks=bad_input("a misspelt key (`finetune.epoch`)", "ParameterError listing valid keys"),
+    ),
+    pytest.param(
+        [("model.robust.name", "resnet_tiny")],
+        ["model.robust", "unknown model 'resnet_tiny'", "timm"],
+        marks=bad_input("an unknown timm model name", "ParameterError with close matches"),
+    ),
+    pytest.param(
+        [("model.robust.image_size", 4)],
+        ["model.robust.image_size", "greater than or equal to 8"],
+        marks=bad_input("`model.robust.image_size: 4`", "ParameterError: side in [8, 1024]"),
+    ),
+    pytest.param(
+        [("model.weights.source", "hub")],
+        ["model.weights.source", "'pretrain', 'checkpoint', 'timm' or 'scratch'"],
+        marks=bad_input("`model.weights.source: hub`", "ParameterError listing the sources"),
+    ),
+    pytest.param(
+        [("model.weights.source", "checkpoint")],
+        ["model.weights", "'checkpoint' needs a path"],
+        marks=bad_input("weight source `checkpoint` without a path", "ParameterError"),
+    ),
+    pytest.param(
+        [("model.gate_pretrain", {"depth": 0, "train": {"epochs": 1, "batch_size": 8, "lr": 0.1}})],
+        ["model.gate_pretrain.depth", "greater than or equal to 1"],
+        marks=bad_input("`model.gate_pretrain.depth: 0`", "ParameterError: depth >= 1"),
+    ),
+    pytest.param(
+        [("data_split.pretrain_fraction", 1.0)],
+        ["data_split.pretrain_fraction", "less than 1"],
+        marks=bad_input("`data_split.pretrain_fraction: 1.0`", "ParameterError: in [0, 1)"),
+    ),
+    pytest.param(
+        [("data_poisoning.discovery.shares", [0.0, 0.5])],
+        ["data_poisoning.discovery.shares.0", "greater than 0"],
+        marks=bad_input("a discovery share of 0", "ParameterError: shares lie in (0, 1]"),
+    ),
+    pytest.param(
+        [("data_poisoning.discovery.shares", [])],
+        ["data_poisoning.discovery.shares", "at least one"],
+        marks=bad_input("no discovery share", "ParameterError: name at least one"),
+    ),
+    pytest.param(
+        [("data_poisoning.stega_codec.bits", 0)],
+        ["data_poisoning.stega_codec.bits", "greater than or equal to 1"],
+        marks=bad_input("`stega_codec.bits: 0`", "ParameterError: bits >= 1"),
+    ),
+    pytest.param(
+        [("data_poisoning.stega_codec.holdout", 1.0)],
+        ["data_poisoning.stega_codec.holdout", "less than 1"],
+        marks=bad_input("`stega_codec.holdout: 1.0`", "ParameterError: in (0, 1)"),
+    ),
+    pytest.param(
+        [("data_poisoning.stega_codec.epochs", 3)],
+        ["data_poisoning.stega_codec.epochs: unknown setting", "steps"],
+        marks=bad_input("`stega_codec.epochs` (no such key)", "ParameterError listing valid keys"),
+    ),
+    pytest.param(
+        [("badnets_white.attack.rate", 1.2)],
+        ["badnets_white.attack.rate", "less than 1"],
+        marks=bad_input("`attack.rate: 1.2`", "ParameterError: rate in (0, 1)"),
+    ),
+    pytest.param(
+        [("badnets_white.attack.count", 4)],
+        ["badnets_white.attack", "exactly one of rate, count and target_share"],
+        marks=bad_input("`attack.rate` and `attack.count` both", "ParameterError: give one"),
+    ),
+    pytest.param(
+        [("badnets_white.attack.rate", None), ("badnets_white.attack.target_share", 0.5)],
+        ["badnets_white.attack", "target_share applies to clean-label attacks (sig)"],
+        marks=bad_input("`target_share` on a dirty-label attack", "ParameterError naming sig"),
+    ),
+    pytest.param(
+        [("sig.attack.target_share", 1.5)],
+        ["sig.attack.target_share", "less than or equal to 1"],
+        marks=bad_input("`sig.attack.target_share: 1.5`", "ParameterError: in (0, 1]"),
+    ),
+    pytest.param(
+        [("badnets_white.attack.rate", None), ("badnets_white.attack.count", 0)],
+        ["badnets_white.attack.count", "greater than or equal to 1"],
+        marks=bad_input("`attack.count: 0`", "ParameterError: count >= 1"),
+    ),
+    pytest.param(
+        [("badnets_white.attack.target_class", -1)],
+        ["badnets_white.attack.target_class", "greater than or equal to 0"],
+        marks=bad_input("`attack.target_class: -1`", "ParameterError: class id >= 0"),
+    ),
+    pytest.param(
+        [("blended.attack.name", "blend")],
+        ["blended.attack.name", "'badnets_white'", "'issba'", "got 'blend'"],
+        marks=bad_input("an unknown attack name", "ParameterError listing the 15 attacks"),
+    ),
+    pytest.param(
+        [("blended.attack.name", DELETE)],
+        ["blended.attack.name", "Field required"],
+        marks=bad_input("an attack block without a name", "ParameterError: name required"),
+    ),
+    pytest.param(
+        [("blended.attack.blend", 0.2)],
+        ["blended.attack.blend: unknown setting", "settings, target_class"],
+        marks=bad_input("an unknown key in an attack block", "ParameterError listing valid keys"),
+    ),
+    pytest.param(
+        [("blended.attack.settings", {"weight": 2})],
+        ["blended.attack", "weight must lie in"],
+        marks=bad_input("a trigger setting out of range", "ParameterError from the trigger"),
+    ),
+    pytest.param(
+        [("blended.attack.settings", {"weight": NAN})],
+        ["blended.attack", "setting weight must be a finite number"],
+        marks=bad_input("a trigger setting `.nan`", "ParameterError: finite number"),
+    ),
+    pytest.param(
+        [("badnets_white.attack.settings", {"patch_size": 2.5})],
+        ["badnets_white.attack", "setting patch_size must be an integer"],
+        marks=bad_input("a trigger's patch size of 2.5", "ParameterError: an integer"),
+    ),
+    pytest.param(
+        [("ieu.defence.tau", 1.0)],
+        ["ieu.defence.tau", "'auto'", "less than 1"],
+        marks=bad_input("`ieu.defence.tau: 1.0`", "ParameterError: 'auto' or in (0, 1)"),
+    ),
+    pytest.param(
+        [("ieu.defence.tau", "always")],
+        ["ieu.defence.tau", "Input should be 'auto'"],
+        marks=bad_input("`ieu.defence.tau: always`", "ParameterError: 'auto' or a number"),
+    ),
+    pytest.param(
+        [("ieu.defence.gate_epoch", "best")],
+        ["ieu.defence.gate_epoch", "'last' or 'separation'"],
+        marks=bad_input("`ieu.defence.gate_epoch: best`", "ParameterError listing the choices"),
+    ),
+    pytest.param(
+        [("ieu.defence.unlearning_rate", -1)],
+        ["ieu.defence.unlearning_rate", "greater than 0"],
+        marks=bad_input("`ieu.defence.unlearning_rate: -1`", "ParameterError: 'dynamic' or > 0"),
+    ),
+    pytest.param(
+        [("ieu.defence.min_separation", -1)],
+        ["ieu.defence.min_separation", "greater than or equal to 0"],
+        marks=bad_input("`ieu.defence.min_separation: -1`", "ParameterError: >= 0"),
+    ),
+    pytest.param(
+        [("ieu.gate_training.epochs", 0)],
+        ["ieu.gate_training.epochs", "greater than or equal to 1"],
+        marks=bad_input("`ieu.gate_training.epochs: 0`", "ParameterError: epochs >= 1"),
+    ),
+    pytest.param(
+        [("potion.methods", ["xlf"])],
+        ["potion.methods.0", "'xlf_ptn'", "got 'xlf'"],
+        marks=bad_input("an unknown Potion method", "ParameterError listing the methods"),
+    ),
+    pytest.param(
+        [("potion.discovery", "oracle")],
+        ["potion.discovery", "'benchmark' or 'realistic'"],
+        marks=bad_input("`potion.discovery: oracle`", "ParameterError listing the modes"),
+    ),
+    pytest.param(
+        [("potion.ptn.rho", 1.5)],
+        ["potion.ptn.rho", "less than 1"],
+        marks=bad_input("`potion.ptn.rho: 1.5`", "ParameterError: in [0, 1)"),
+    ),
+    pytest.param(
+        [("potion.ptn.step", 1.0)],
+        ["potion.ptn.step", "greater than 1"],
+        marks=bad_input("`potion.ptn.step: 1.0`", "ParameterError: step > 1"),
+    ),
+    pytest.param(
+        [("potion.ptn.max_steps", 2.5)],
+        ["potion.ptn.max_steps", "valid integer"],
+        marks=bad_input("`potion.ptn.max_steps: 2.5`", "ParameterError: an integer"),
+    ),
+    pytest.param(
+        [("potion.tau", 0.9)],
+        ["potion.tau: unknown setting"],
+        marks=bad_input("`potion.tau` (the threshold's second source)", "ParameterError: removed"),
+    ),
+    pytest.param(
+        [("potion.eu_shares", ["share_0.25"])],
+        ["potion.eu_shares names ['share_0.25']", "available: share_0.1"],
+        marks=bad_input("`eu_shares` naming a share not drawn", "ParameterError listing shares"),
+    ),
+    pytest.param(
+        [("potion.tradeoff_shares", ["share_0.7"])],
+        ["potion.tradeoff_shares names ['share_0.7']", "share_0.5"],
+        marks=bad_input("`tradeoff_shares` naming a share not run", "ParameterError listing them"),
+    ),
+    pytest.param(
+        [("potion.shares", ["share_0.05"])],
+        ["potion.shares names ['share_0.05']", "one_shot"],
+        marks=bad_input("`potion.shares` naming a share not drawn", "ParameterError listing them"),
+    ),
+    pytest.param(
+        [
+            ("potion_unlearning.attacks", ["potion_badnet"]),
+            ("potion_badnet.potion", {"retain_set": "some"}),
+        ],
+        ["potion_badnet.potion", "retain_set", "'full' or 'exact'"],
+        marks=bad_input("a bad namespace `potion` entry", "ParameterError naming the namespace"),
+    ),
+    pytest.param(
+        [("data_poisoning.attacks", ["badnets_white"]), ("ieu_finetune.attacks", ["sig"])],
+        ["ieu_finetune.attacks names ['sig']", "data_poisoning.attacks does not list"],
+        marks=bad_input("`ieu_finetune.attacks: [sig]`, sig not poisoned", "ParameterError"),
+    ),
+    pytest.param(
+        [("data_poisoning.attacks", ["badnets_white", "x"])],
+        ["lists ['x']", "no '<namespace>.attack' block"],
+        marks=bad_input("a listed attack without its block", "ParameterError naming it"),
+    ),
+    pytest.param(
+        [("baselines.methods", [])],
+        ["baselines.methods", "at least one"],
+        marks=bad_input("`baselines.methods: []`", "ParameterError: name one"),
+    ),
+    pytest.param(
+        [("baselines.methods", ["abl", "abl"])],
+        ["baselines.methods", "lists an entry twice"],
+        marks=bad_input("a baseline listed twice", "ParameterError"),
+    ),
+    pytest.param(
+        [("baselines.methods", ["ibu"])],
+        ["baselines.methods.0", "'ibau'", "got 'ibu'"],
+        marks=bad_input("an unknown baseline", "ParameterError listing the defences"),
+    ),
+    pytest.param(
+        [("baselines.ibau.rounds", 2.5)],
+        ["baselines.ibau.rounds", "valid integer"],
+        marks=bad_input("`baselines.ibau.rounds: 2.5`", "ParameterError: an integer"),
+    ),
+    pytest.param(
+        [("baselines.ibau.max_rms", "big")],
+        ["baselines.ibau.max_rms", "valid number"],
+        marks=bad_input("`baselines.ibau.max_rms: big`", "ParameterError: a number or null"),
+    ),
+    pytest.param(
+        [("baselines.ibau.K", 5)],
+        ["baselines.ibau.K: unknown setting", "fixed_point_iterations"],
+        marks=bad_input("`baselines.ibau.K` (no such key)", "ParameterError listing valid keys"),
+    ),
+    pytest.param(
+        [("baselines.abl.isolation_loss", "gla")],
+        ["baselines.abl.isolation_loss", "'flooding' or 'lga'"],
+        marks=bad_input("`baselines.abl.isolation_loss: gla`", "ParameterError listing both"),
+    ),
+    pytest.param(
+        [("baselines.attnblock.discard_ratio", 1.0)],
+        ["baselines.attnblock.discard_ratio", "less than 1"],
+        marks=bad_input("`attnblock.discard_ratio: 1.0`", "ParameterError: in [0, 1)"),
+    ),
+    pytest.param(
+        [("baselines.trusted.fraction", 0)],
+        ["baselines.trusted.fraction", "greater than 0"],
+        marks=bad_input("`baselines.trusted.fraction: 0`", "ParameterError: in (0, 1]"),
+    ),
+    pytest.param(
+        [("seeds", [0, 0])],
+        ["seeds", "lists an entry twice"],
+        marks=bad_input("`seeds: [0, 0]`", "ParameterError: distinct seeds"),
+    ),
+    pytest.param(
+        [("seeds", [-1])],
+        ["seeds", "greater than or equal to 0"],
+        marks=bad_input("`seeds: [-1]`", "ParameterError: seeds >= 0"),
+    ),
+    pytest.param(
+        [("seeds", 0)],
+        ["seeds", "greater than or equal to 1"],
+        marks=bad_input("`seeds: 0` (a count of none)", "ParameterError: count >= 1"),
+    ),
+    pytest.param(
+        [("seeds", "0")],
+        ["seeds"],
+        marks=bad_input("`seeds: '0'` (a string)", "ParameterError: a list or a count"),
+    ),
+    pytest.param(
+        [("dataset_name", 2024)],
+        ["dataset_name", "valid string", "2024"],
+        marks=bad_input("`dataset_name: 2024`", "ParameterError before any file is written"),
+    ),
+    pytest.param(
+        [("dataset_name", "../x")],
+        ["dataset_name", "pattern"],
+        marks=bad_input("`dataset_name: ../x`", "ParameterError: letters, digits, _ . -"),
+    ),
+    pytest.param(
+        [("deterministic", "yes")],
+        ["deterministic", "valid boolean"],
+        marks=bad_input("`deterministic: yes` (a string)", "ParameterError: true or false"),
+    ),
+    pytest.param(
+        [("finetuen", {"epochs": 3})],
+        ["unknown parameter block 'finetuen'"],
+        marks=bad_input("a misspelt top-level block", "ParameterError naming it"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("edits", "culprits"), CASES)
+def test_bad_parameter_is_refused_by_path(base, edits, culprits):
+    bad = changed(base, *edits)
+    rejects(lambda: validate_parameters(bad), ParameterError, *culprits)
