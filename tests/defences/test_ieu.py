@@ -14,6 +14,7 @@ from ieu_potion.defences.ieu import (
 )
 from ieu_potion.training.engine import Batch, StepInfo
 from ieu_potion.training.views import ViewMaker
+from tests.badinput import bad_input
 
 
 @pytest.mark.parametrize(
@@ -114,6 +115,20 @@ def test_flagged_samples_are_queued_and_unlearned_at_capacity():
     assert obj.previous_loss is not None
     record = obj.end_epoch(0)
     assert record["samples_queued"] == 4 and record["unlearning_steps"] == 1
+
+
+@bad_input(
+    "the IEU gate flags every sample of a batch",
+    "no robust-module step (no weight decay either), counted as skipped; the batch is queued",
+)
+def test_a_batch_the_gate_flags_entirely_gives_no_loss():
+    obj, model = objective_and_model(capacity=8)
+    obj.start_epoch(0)
+    batch = make_batch([0, 1, 2, 3], flagged_rows=[0, 1, 2, 3])
+    assert obj.loss(model, batch) is None
+    obj.after_step(model, batch, StepInfo(0, 0, 0.01, 0.0))
+    assert len(obj.queue) == 4
+    assert obj.loss(model, make_batch([4, 5, 6, 7], flagged_rows=[1])) is not None
 
 
 def test_queue_is_emptied_at_each_epoch_start():

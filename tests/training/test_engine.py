@@ -15,6 +15,7 @@ from ieu_potion.training.engine import (
     make_optimizer,
 )
 from ieu_potion.training.views import ViewMaker
+from tests.badinput import bad_input, rejects
 
 
 def tiny_model():
@@ -63,7 +64,7 @@ def test_every_gradient_tensor_is_clipped_to_the_limit():
     optimizer = make_optimizer(model, torch.device("cpu"))
     x = torch.randn(16, 3, 8, 8) * 100
     loss = model(x).pow(2).mean()
-    assert guarded_step(loss, model, optimizer, clip=0.5)
+    assert guarded_step(loss, model, optimizer, clip=0.5) is None
     norms = [p.grad.norm().item() for p in model.parameters()]
     assert max(norms) <= 0.5 + 1e-5 and min(norms) > 0.4
 
@@ -76,7 +77,7 @@ def test_non_finite_loss_never_touches_the_weights(bad):
         group["lr"] = 0.1
     before = [p.detach().clone() for p in model.parameters()]
     loss = model(torch.randn(4, 3, 8, 8)).sum() * bad
-    assert not guarded_step(loss, model, optimizer, clip=1.0)
+    assert guarded_step(loss, model, optimizer, clip=1.0) == "non-finite loss"
     for a, b in zip(before, model.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -89,9 +90,93 @@ def test_non_finite_gradient_never_touches_the_weights():
     before = [p.detach().clone() for p in model.parameters()]
     model[1].weight.register_hook(lambda g: g * float("nan"))
     loss = model(torch.randn(4, 3, 8, 8)).sum()
-    assert not guarded_step(loss, model, optimizer, clip=1.0)
+    assert guarded_step(loss, model, optimizer, clip=1.0) == "non-finite gradient"
     for a, b in zip(before, model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def decaying_optimizer(model):
+    """AdamW with a large learning rate and weight decay: any step moves the weights."""
+    optimizer = make_optimizer(model, torch.device("cpu"))
+    for group in optimizer.param_groups:
+        group["lr"], group["weight_decay"] = 0.1, 0.5
+    return optimizer
+
+
+def unchanged(model, before):
+    return all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@bad_input(
+    "a loss no parameter depends on (a model or branch without trainable weights)",
+    "step skipped and counted: no optimizer step, not even weight decay",
+)
+def test_a_loss_without_gradient_is_not_applied():
+    model = tiny_model()
+    optimizer = decaying_optimizer(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    constant = torch.ones((), requires_grad=True) * 2.0
+    why = guarded_step(constant, model, optimizer, clip=1.0)
+    assert why == "no parameter gets a gradient" and unchanged(model, before)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    frozen = model(torch.randn(2, 3, 8, 8)).sum()
+    assert guarded_step(frozen, model, optimizer, clip=1.0) == "no parameter gets a gradient"
+    assert unchanged(model, before)
+
+
+class NothingFirst(CrossEntropy):
+    """Has no sample to learn from in its first batch (the IEU gate flagging it all)."""
+
+    def __init__(self):
+        super().__init__(("plain",))
+        self.calls = 0
+
+    def loss(self, model, batch):
+        self.calls += 1
+        return None if self.calls == 1 else super().loss(model, batch)
+
+
+@bad_input(
+    "an objective with no sample to learn from in a batch",
+    "step skipped and counted in skipped_steps; weight decay not applied",
+)
+def test_a_batch_with_nothing_to_learn_moves_no_weight():
+    data = tiny_set(16)
+    views = ViewMaker(size=(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3)
+    config = TrainConfig(epochs=1, batch_size=8, lr=0.05, warmup_epochs=0, weight_decay=(0.5, 0.5))
+    model = tiny_model()
+    before = [p.detach().clone() for p in model.parameters()]
+    objective = NothingFirst()
+    steps = []
+    objective.after_step = lambda m, b, info: steps.append(
+        [p.detach().clone() for p in m.parameters()]
+    )
+    history = fit(model, data, objective, config, views)
+    assert history.skipped_steps == 1 and history.epochs[0]["skipped_steps"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, steps[0], strict=True))
+    assert not unchanged(model, before)
+
+
+@bad_input(
+    "a model whose parameters are all frozen, or an empty training set",
+    "ValueError before the first step",
+)
+def test_fit_refuses_a_frozen_model_and_an_empty_set():
+    views = ViewMaker(size=(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3)
+    config = TrainConfig(epochs=1, batch_size=8, lr=0.05)
+    frozen = tiny_model().requires_grad_(False)
+    rejects(
+        lambda: fit(frozen, tiny_set(), CrossEntropy(("plain",)), config, views, name="finetune"),
+        ValueError,
+        "finetune: the model has no trainable parameter",
+    )
+    empty = tiny_set().subset(np.array([], dtype=int))
+    rejects(
+        lambda: fit(tiny_model(), empty, CrossEntropy(("plain",)), config, views),
+        ValueError,
+        "the training set is empty",
+    )
 
 
 class Poisoned(CrossEntropy):

@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -7,8 +9,9 @@ from ieu_potion.data.imageset import ImageSet
 from ieu_potion.kernels import reference
 from ieu_potion.training.views import ViewMaker
 from ieu_potion.unlearning.importance import flat_parameters, importances, load_flat_parameters
-from ieu_potion.unlearning.potion import PotionConfig, realistic_discovery
+from ieu_potion.unlearning.potion import Evaluator, PotionConfig, realistic_discovery, run_potion
 from ieu_potion.unlearning.ptn import PTNConfig, percent_for, percentile, ptn_search
+from tests.badinput import bad_input
 
 
 def tiny():
@@ -210,3 +213,25 @@ def test_flat_parameters_round_trip():
     first = next(model.parameters())
     assert torch.equal(first.detach().reshape(-1), changed[: first.numel()])
     assert torch.equal(flat, expected), "the earlier vector is a copy, not a view"
+
+
+@bad_input(
+    "a discovered set holding every training sample (realistic discovery flags all)",
+    "EU (and SSD/PTN under `retain_set: exact`) skipped on that share with a warning",
+)
+def test_a_share_without_retain_set_skips_what_needs_one(caplog):
+    model, data, views = tiny()
+    evaluator = Evaluator(model, views, data, data, target_class=0)
+
+    def retrain(retain):
+        pytest.fail("EU must not refinetune on an empty retain set")
+
+    everything = {"realistic": np.arange(len(data))}
+    for retain_set, ran in (("exact", {"none"}), ("full", {"none", "ssd_alpha_1"})):
+        config = PotionConfig(
+            methods=("none", "eu", "ssd"), ssd_alphas=(1.0,), retain_set=retain_set
+        )
+        with caplog.at_level(logging.WARNING, logger="ieu_potion.unlearning.potion"):
+            records, _ = run_potion(model, data, everything, evaluator, views, config, retrain)
+        assert {r["method"] for r in records} == ran
+        assert "share realistic: eu skipped" in caplog.text

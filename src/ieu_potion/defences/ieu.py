@@ -145,7 +145,7 @@ class IEUObjective:
         self.seen: list[np.ndarray] = []
         self.flagged_seen: list[np.ndarray] = []
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor | None:
         with torch.no_grad():
             gate_input = self.gate_views(batch.images, ("plain",), torch.Generator())["plain"]
             gate_logits = self.gate(gate_input)
@@ -154,7 +154,9 @@ class IEUObjective:
             gate_logits, logits, batch.labels, self.tau, views=2
         )
         self._flagged = flagged
-        return loss
+        # a batch the gate flags entirely has nothing to learn from: no step at all (an
+        # optimizer step on a zero loss would still apply weight decay)
+        return None if bool(flagged.all()) else loss
 
     def after_step(self, model: nn.Module, batch: Batch, info: StepInfo) -> None:
         flagged = self._flagged.cpu().numpy()
@@ -185,7 +187,8 @@ class IEUObjective:
             self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
         ):
             loss = F.cross_entropy(model(inputs).float(), labels.repeat(n_views))
-        if guarded_step(loss, model, self.unlearn_optimizer, self.clip, ascent=True):
+        why = guarded_step(loss, model, self.unlearn_optimizer, self.clip, ascent=True)
+        if why is None:
             self.previous_loss = float(loss.detach())
             self.total_steps += 1
             self.last_rate = rate
@@ -199,8 +202,8 @@ class IEUObjective:
             self.total_skipped += 1
             self.shrink *= self.config.nonfinite_shrink
             log.warning(
-                "unlearning step skipped: non-finite loss or gradient; rate scale now "
-                "%.3g (%d skipped)",
+                "unlearning step skipped (%s); rate scale now %.3g (%d skipped)",
+                why,
                 self.shrink,
                 self.total_skipped,
             )

@@ -155,28 +155,36 @@ def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, weight_deca
 
 
 def guarded_step(
-    loss: torch.Tensor,
+    loss: torch.Tensor | None,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     clip: float,
     ascent: bool = False,
-) -> bool:
+) -> str | None:
     """Backpropagate ``loss`` (its negative for ascent), clip each tensor's gradient to
-    ``clip`` and step, unless the loss or any gradient is not finite: then nothing is
-    applied and False is returned."""
+    ``clip`` and step.  Returns None when the step was applied; otherwise nothing is
+    applied (not even weight decay) and the reason is returned: no loss (the objective had
+    no sample to learn from), a non-finite loss, no parameter with a gradient, or a
+    non-finite gradient."""
     optimizer.zero_grad(set_to_none=True)
+    if loss is None:
+        return "no sample to learn from"
     if not torch.isfinite(loss.detach()):
-        return False
+        return "non-finite loss"
+    if not loss.requires_grad:
+        return "no parameter gets a gradient"
     (-loss if ascent else loss).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return "no parameter gets a gradient"
     norms = torch.stack(torch._foreach_norm(grads))
     if not torch.isfinite(norms).all():
         optimizer.zero_grad(set_to_none=True)
-        return False
+        return "non-finite gradient"
     scale = (clip / (norms + 1e-6)).clamp(max=1.0)
     torch._foreach_mul_(grads, list(scale.unbind()))
     optimizer.step()
-    return True
+    return None
 
 
 @dataclass
@@ -199,7 +207,8 @@ class StepInfo:
 class Objective(Protocol):
     views: tuple[str, ...]
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor: ...
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor | None:
+        """The batch's loss, or None when no sample of it is to be learned from."""
 
     def start_epoch(self, epoch: int) -> None: ...
 
@@ -280,6 +289,10 @@ def fit(
     name: str = "training",
 ) -> History:
     """Train ``model`` in place on ``data``; ``evaluate(model) -> dict`` runs each epoch."""
+    if len(data) == 0:
+        raise ValueError(f"{name}: the training set is empty")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"{name}: the model has no trainable parameter")
     device = config.torch_device()
     seed_everything(config.seed)
     model.to(device).train()
@@ -316,11 +329,12 @@ def fit(
             set_hyperparameters(optimizer, lr, wd)
             with autocast(device):
                 loss = objective.loss(model, batch)
-            if guarded_step(loss, model, optimizer, config.clip):
+            why = guarded_step(loss, model, optimizer, config.clip)
+            if why is None:
                 losses.append(float(loss.detach()))
             else:
                 skipped += 1
-                log.warning("%s: non-finite loss or gradient at step %d; step skipped", name, step)
+                log.warning("%s: step %d skipped (%s)", name, step, why)
             objective.after_step(model, batch, StepInfo(epoch, step, lr, wd, skipped))
             step += 1
             if losses:

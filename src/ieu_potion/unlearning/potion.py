@@ -318,6 +318,12 @@ METHOD_RUNNERS: dict[str, Callable[[Share], None]] = {
 }
 
 
+def needs_retain_set(method: str, config: PotionConfig) -> bool:
+    """Whether ``method`` reads D minus S_f: EU refinetunes on it; the dampening methods
+    compute I_r on it under ``retain_set: exact``."""
+    return method == "eu" or (method != "none" and config.retain_set == "exact")
+
+
 def run_potion(
     model: nn.Module,
     train: ImageSet,
@@ -343,8 +349,17 @@ def run_potion(
         share = Share(context, name, train.subset(indices), train.subset(np.flatnonzero(keep)))
         log.info("share %s: %d discovered, %d retained", name, len(share.forget), len(share.retain))
         for method in METHOD_RUNNERS:
-            if method in config.methods:
-                METHOD_RUNNERS[method](share)
+            if method not in config.methods:
+                continue
+            if len(share.retain) == 0 and needs_retain_set(method, config):
+                log.warning(
+                    "share %s: %s skipped: the discovered set holds every training sample, "
+                    "so nothing is left to retain",
+                    name,
+                    method,
+                )
+                continue
+            METHOD_RUNNERS[method](share)
         records += share.records
         traces += share.traces
     trace = pd.concat(traces, ignore_index=True) if traces else pd.DataFrame()
