@@ -63,7 +63,9 @@ class Block(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
-Names = Annotated[tuple[Text, ...], Field(description="namespaces of data_poisoning.attacks")]
+Names = Annotated[
+    tuple[Text, ...], Field(description="attack namespaces, each with a `<namespace>.attack` block")
+]
 
 
 class ModelParams(Block):

@@ -30,12 +30,12 @@ DEFAULT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 class AttackConfig:
     """``<namespace>.attack``: which trigger, towards which class, on how many samples."""
 
-    name: Literal[tuple(TRIGGERS)]
-    target_class: Natural = 1
+    name: Literal[tuple(TRIGGERS)]  # the trigger (docs/attacks.md)
+    target_class: Natural = 1  # the label poisoned samples carry
     rate: Fraction | None = 0.1  # share of the finetuning set
     count: Count | None = None  # absolute number of poisoned samples
     target_share: Share | None = None  # clean-label only: share of the target class
-    seed: Natural = 0
+    seed: Natural = 0  # which samples are poisoned (the run's seed is added)
     settings: dict[str, Any] = field(default_factory=dict)  # the trigger's (docs/attacks.md)
 
     @model_validator(mode="after")

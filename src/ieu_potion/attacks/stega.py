@@ -71,14 +71,14 @@ class CodecConfig:
     width: Count = 32  # channels of the first U-Net level (the second has twice as many)
     # L-inf bound of the residual, pixel range 0..1 (0.1: about 26/255)
     bound: Annotated[float, Strict(), Field(gt=0, le=0.5)] = 0.1
-    steps: Count = 1200
-    batch_size: Count = 64
+    steps: Count = 1200  # codec training steps
+    batch_size: Count = 64  # images per codec step
     # 1e-3 saturated the residual and found no bit on GTSRB
     lr: Annotated[float, Strict(), Field(gt=0, le=1)] = 3.0e-4
     residual_weight: NonNegative = 0.05  # weight of mean(residual^2) / bound^2 after the ramp
     distortion: NonNegative = 1.0  # strength of the distortions between encoder and decoder
     holdout: Fraction = 0.1  # share of the pretraining split kept for the bit accuracy
-    seed: Natural = 0
+    seed: Natural = 0  # codec initialisation, batches and the secret
 
     @classmethod
     def from_params(cls, params: dict | None) -> CodecConfig:

@@ -44,7 +44,7 @@ class ABLSettings:
 
     # flooding |L - gamma| + gamma (the authors' code) or lga (the paper)
     isolation_loss: Literal[ISOLATION_LOSSES] = "flooding"
-    gamma: Positive = 0.5
+    gamma: Positive = 0.5  # the loss floor of the isolation phase
     isolation_epochs: Count = 5  # unaugmented, the recipe's peak lr held constant
     isolation_ratio: Fraction = 0.01  # lowest-loss share isolated
     unlearning_epochs: Natural = 5  # gradient ascent on the isolated samples

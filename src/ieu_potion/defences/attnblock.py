@@ -36,10 +36,11 @@ log = logging.getLogger(__name__)
 class AttnBlockSettings:
     """``baselines.attnblock``: attention rollout and the blanked square (ViTs only)."""
 
+    # share of the attention entries zeroed in the rollout
     discard_ratio: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.9
     filter_fraction: Share = 31 / 224  # box filter side / image side
     square_fraction: Share = 30 / 224  # blanked square side / image side
-    batch_size: Count = 64
+    batch_size: Count = 64  # images blocked per batch
 
 
 @contextmanager

@@ -41,16 +41,16 @@ log = logging.getLogger(__name__)
 class IBAUSettings:
     """``baselines.ibau``: the implicit hypergradient's rounds and steps."""
 
-    rounds: Count = 5
+    rounds: Count = 5  # perturbation / model update rounds
     fixed_point_iterations: Count = 5  # K
     inner_lr: Positive = 0.1  # step of the fixed-point map delta - lr * grad
     perturbation_lr: Positive = 10.0  # SGD on delta in the inner maximisation
     penalty: NonNegative = 0.001  # weight of ||delta||^2 in the inner loss
     outer_lr: Positive = 1e-3  # Adam on the weights
     portion: Share = 0.01  # share of each outer batch that carries delta (at least one)
-    batch_size: Count = 64
+    batch_size: Count = 64  # trusted samples per step
     max_rms: Positive | None = 0.2  # bound on ||delta||_2 / sqrt(numel); null: unbounded
-    seed: Natural = 0
+    seed: Natural = 0  # batch order and the carried share
 
 
 def fixed_point_hypergradient(

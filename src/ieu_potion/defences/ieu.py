@@ -46,7 +46,7 @@ class IEUConfig:
     # tau auto: the least separation (Fisher's ratio) a cut needs to be used; below it
     # nothing is flagged (docs/ieu.md: 6.2-13.6 measured without a learned backdoor)
     min_separation: NonNegative = 20.0
-    gate_depth: Count = 1
+    gate_depth: Count = 1  # transformer blocks the gate keeps
     queue_capacity: Natural = 0  # 0: the batch size
     # "dynamic", or a constant scale s (ablation: 1, 2, 4)
     unlearning_rate: Literal["dynamic"] | Positive = "dynamic"

@@ -157,8 +157,8 @@ class TrustedSettings:
     """``baselines.trusted``: the trusted clean set, ``fraction`` of the finetuning set's
     size, drawn with ``seed`` from the clean pretraining split."""
 
-    fraction: Share = 0.05
-    seed: Natural = 0
+    fraction: Share = 0.05  # of the finetuning set's size
+    seed: Natural = 0  # which samples are drawn
 
 
 def trusted_settings(baselines: dict[str, Any]) -> TrustedSettings:

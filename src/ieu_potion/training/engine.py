@@ -49,18 +49,18 @@ class TrainConfig:
     """A training recipe (``finetune``, ``ieu.gate_training``, ``model.pretrain.train``)."""
 
     epochs: Count
-    batch_size: Count
+    batch_size: Count  # samples per optimizer step
     lr: Annotated[float, Strict(), Field(gt=0, le=1)]  # peak, already scaled for the batch
-    min_lr: NonNegative = 1e-6
-    warmup_epochs: NonNegative = 1.0
+    min_lr: NonNegative = 1e-6  # where the cosine ends
+    warmup_epochs: NonNegative = 1.0  # linear warmup, in epochs (fractions allowed)
     schedule: Literal["cosine", "constant"] = "cosine"  # constant: after the warmup
     # cosine from the first to the second; one number: constant
     weight_decay: tuple[NonNegative, NonNegative] = (0.04, 0.1)
     clip: Positive = 3.0  # per-tensor gradient norm
-    seed: Natural = 0
+    seed: Natural = 0  # batch order and augmentations (the run's seed is added)
     optimizer: Literal[OPTIMIZERS] = "adamw"  # sgd: Nesterov momentum (ABL's unlearning)
     momentum: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.9  # sgd only
-    device: Text = "auto"
+    device: Text = "auto"  # auto: CUDA when present, else the CPU; or a torch device
     augment: dict[str, Any] = field(default_factory=dict)  # ViewMaker fields
 
     @field_validator("weight_decay", mode="before")

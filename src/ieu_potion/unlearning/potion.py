@@ -52,18 +52,18 @@ class PotionConfig:
     """``potion`` (a namespace's ``<namespace>.potion`` entries over it): which methods run
     on which discovered shares, and the PTN search."""
 
-    methods: tuple[Literal[METHODS], ...] = METHODS
+    methods: tuple[Literal[METHODS], ...] = METHODS  # which methods run, each once per share
     # benchmark: ground-truth shares; realistic: the samples IEU's gate flagged above the
     # threshold IEU used (ieu.defence.tau, the one source of the gate threshold)
     discovery: Literal[DISCOVERY_MODES] = "benchmark"
     shares: tuple[Text, ...] = ()  # subset keys to run; empty: all
-    ssd_alphas: tuple[Positive, ...] = (1.0, 10.0, 100.0)
+    ssd_alphas: tuple[Positive, ...] = (1.0, 10.0, 100.0)  # plain SSD's fixed alpha grid
     # full: I_r once on the whole training set; exact: per share on D minus S_f
     retain_set: Literal[RETAIN_SETS] = "full"
     eu_shares: tuple[Text, ...] = ()  # empty: every share
     # Shares whose PTN steps are also scored on the test sets (the trade-off curve).
     tradeoff_shares: tuple[Text, ...] = ()
-    importance_batch_size: Count = 64
+    importance_batch_size: Count = 64  # samples per importance batch
     ptn: PTNConfig = field(default_factory=PTNConfig)
 
     @field_validator("methods", "shares", "ssd_alphas", "eu_shares", "tradeoff_shares")

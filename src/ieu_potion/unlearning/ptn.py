@@ -39,8 +39,8 @@ class PTNConfig:
 
     rho: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.1  # over-forgetting buffer
     step: Annotated[float, Strict(), Field(gt=1)] = 1.1  # s grows by this factor per step
-    max_steps: Count = 500
-    lam: Positive = 1.0
+    max_steps: Count = 500  # the search stops here at the latest
+    lam: Positive = 1.0  # SSD's lambda: dampening strength
     parallel: Count = 8  # candidate values of s dampened in one batched call
     s_start: Fraction | None = None  # None: |S_f| / (|S_f| + |D_r|) / 25
     # give up below this percentile of the ratios
