@@ -79,8 +79,12 @@ class ModelParams(Block):
 
     @model_validator(mode="after")
     def _known(self) -> ModelParams:
-        ModelSpec(self.name, 2, dict(self.kwargs), self.image_size).check()
+        self.spec(2).check()
         return self
+
+    def spec(self, num_classes: int, **kwargs: Any) -> ModelSpec:
+        """The model for a data set of ``num_classes``, ``kwargs`` over the configured."""
+        return ModelSpec(self.name, num_classes, {**self.kwargs, **kwargs}, self.image_size)
 
 
 class WeightsParams(Block):

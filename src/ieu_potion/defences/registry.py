@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ieu_potion.attacks.poison import AttackConfig
 from ieu_potion.config import Natural, Share, settings, settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import RunKey
@@ -69,9 +70,8 @@ class Task:
     ) -> Task:
         """The task of one run from its node inputs: the recipe with the run's seed."""
         recipe = key.replicate(TrainConfig.from_params(finetune_params))
-        return cls(
-            backbone, train, clean_test, triggered_test, recipe, attack["target_class"], **optional
-        )
+        target = AttackConfig.from_params(attack).target_class
+        return cls(backbone, train, clean_test, triggered_test, recipe, target, **optional)
 
     def views(self, model: nn.Module, config: TrainConfig | None = None) -> ViewMaker:
         return view_maker(model, config or self.recipe)

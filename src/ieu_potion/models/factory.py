@@ -65,17 +65,6 @@ class ModelSpec:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any], num_classes: int) -> ModelSpec:
-        unknown = sorted(set(params) - {"name", "kwargs", "image_size"})
-        if unknown:
-            raise ValueError(f"unknown model settings {unknown}; valid: name, kwargs, image_size")
-        spec = cls(
-            params["name"], num_classes, dict(params.get("kwargs") or {}), params.get("image_size")
-        )
-        spec.check()
-        return spec
-
 
 def build_model(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
     """Instantiate ``spec`` with timm; ``pretrained`` asks timm to download weights."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -22,6 +22,9 @@ from ieu_potion.training.engine import (
 )
 from ieu_potion.training.engine import clean_accuracy_and_asr as _ca_asr
 from ieu_potion.training.views import ViewMaker
+
+if TYPE_CHECKING:  # the schema imports this module's users; only types are needed here
+    from ieu_potion.schema import ModelParams, PretrainParams, WeightsParams
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,10 @@ def evaluator(clean_test: ImageSet, triggered_test: ImageSet, target_class: int,
 
 def prepare_backbone(
     spec: ModelSpec,
-    weights: dict[str, Any],
+    weights: WeightsParams,
     pretrain_set: ImageSet,
     test_set: ImageSet,
-    pretrain: dict[str, Any],
+    pretrain: PretrainParams,
     seed: int = 0,
 ) -> tuple[nn.Module, History]:
     """The robust module's starting weights, from the configured source.
@@ -56,10 +59,9 @@ def prepare_backbone(
     always fresh for the data set's classes.  ``seed`` is added to the pretraining seed,
     which also seeds the model's initial weights (and the fresh head).
     """
-    source = weights["source"]
+    source = weights.source
     history = History()
-    config = TrainConfig.from_params(pretrain["train"])
-    config = dataclasses.replace(config, seed=config.seed + seed)
+    config = dataclasses.replace(pretrain.train, seed=pretrain.train.seed + seed)
     seed_everything(config.seed)
     if source == "timm":
         log.info("asking timm for pretrained %s weights (downloads if not cached)", spec.name)
@@ -67,7 +69,7 @@ def prepare_backbone(
     else:
         model = build_model(spec)
     if source == "checkpoint":
-        load_backbone(model, read_state_dict(weights["path"]), str(weights["path"]))
+        load_backbone(model, read_state_dict(weights.path), str(weights.path))
     elif source == "pretrain":
         if len(pretrain_set) == 0:
             raise ValueError(
@@ -78,7 +80,7 @@ def prepare_backbone(
         history = fit(
             model,
             pretrain_set,
-            CrossEntropy(tuple(pretrain["views"])),
+            CrossEntropy(pretrain.views),
             config,
             views,
             evaluate=lambda m: {
@@ -89,12 +91,11 @@ def prepare_backbone(
     return model, history
 
 
-def make_gate(backbone: nn.Module, gate: dict[str, Any], depth: int, seed: int) -> nn.Module:
+def make_gate(backbone: nn.Module, gate: ModelParams, depth: int, seed: int) -> nn.Module:
     """The poisoned module: the backbone ViT truncated to ``depth`` blocks with a fresh
     head, or, where the robust module is no ViT, the configured ViT from scratch; its new
     weights are drawn from ``seed``."""
     seed_everything(seed)
     if is_vit(backbone):
         return shallow_vit(backbone, depth)
-    spec = ModelSpec.from_params(gate, backbone.spec.num_classes).with_kwargs(depth=depth)
-    return build_model(spec)
+    return build_model(gate.spec(backbone.spec.num_classes, depth=depth))

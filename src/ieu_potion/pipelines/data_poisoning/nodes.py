@@ -16,17 +16,18 @@ from ieu_potion.attacks.stega import (
     residual_size,
     train_codec,
 )
+from ieu_potion.config import settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.data.split import split_pretraining
 from ieu_potion.reporting.gallery import attack_gallery
 from ieu_potion.results import RunKey
+from ieu_potion.schema import DiscoveryParams, SplitParams
 
 
 def split_source(source: dict[str, ImageSet], params: dict[str, Any]):
     """(clean pretraining set, clean finetuning set, clean test set)."""
-    pretrain, finetune = split_pretraining(
-        source["train"], params["pretrain_fraction"], params["seed"]
-    )
+    split = settings_from_params(SplitParams, params, "data_split")
+    pretrain, finetune = split_pretraining(source["train"], split.pretrain_fraction, split.seed)
     return pretrain, finetune, source["test"]
 
 
@@ -73,7 +74,8 @@ def codec_report(
 def draw_discovery_subsets(
     poisoned: ImageSet, discovery: dict[str, Any], key: RunKey
 ) -> dict[str, np.ndarray]:
-    return discovery_subsets(poisoned, discovery["shares"], discovery["seed"] + key.seed)
+    drawn = settings_from_params(DiscoveryParams, discovery, "data_poisoning.discovery")
+    return discovery_subsets(poisoned, list(drawn.shares), drawn.seed + key.seed)
 
 
 def gallery(
@@ -83,4 +85,5 @@ def gallery(
     examples: int,
     report: dict[str, Any] | None = None,
 ) -> go.Figure:
-    return attack_gallery(test, triggered, attack["name"], examples, report)
+    name = AttackConfig.from_params(attack).name
+    return attack_gallery(test, triggered, name, examples, report)

@@ -9,22 +9,28 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ieu_potion.config import settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence, gate_scores
 from ieu_potion.defences.registry import Task, peak_memory
 from ieu_potion.defences.threshold import Split, otsu_split, text_histogram
-from ieu_potion.models import ModelSpec
 from ieu_potion.results import RunKey, final_metrics
+from ieu_potion.schema import ModelBlock, WeightsParams
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit, predict
 from ieu_potion.training.setup import make_gate, prepare_backbone, view_maker
 
 log = logging.getLogger(__name__)
 
 
+def _model_block(model: dict[str, Any]) -> ModelBlock:
+    return settings_from_params(ModelBlock, model, "model")
+
+
 def backbone(pretrain_images: ImageSet, clean_test: ImageSet, model: dict[str, Any], seed: int):
-    spec = ModelSpec.from_params(model["robust"], pretrain_images.num_classes)
+    block = _model_block(model)
+    spec = block.robust.spec(pretrain_images.num_classes)
     net, history = prepare_backbone(
-        spec, model["weights"], pretrain_images, clean_test, model["pretrain"], seed
+        spec, block.weights, pretrain_images, clean_test, block.pretrain, seed
     )
     return net, history.table()
 
@@ -36,12 +42,11 @@ def gate_backbone(
     blocks, pretrained on the clean split as the backbone is (the offline stand-in for the
     paper's ImageNet-pretrained ViT); ``train_gate`` truncates it to the gate's depth with
     a fresh head."""
-    settings = model["gate_pretrain"]
-    spec = ModelSpec.from_params(model["gate"], pretrain_images.num_classes).with_kwargs(
-        depth=settings["depth"]
-    )
+    block = _model_block(model)
+    settings = block.gate_pretrain
+    spec = block.gate.spec(pretrain_images.num_classes, depth=settings.depth)
     net, history = prepare_backbone(
-        spec, {"source": "pretrain"}, pretrain_images, clean_test, settings, seed
+        spec, WeightsParams(source="pretrain"), pretrain_images, clean_test, settings, seed
     )
     return net, history.table()
 
@@ -64,7 +69,7 @@ def train_gate(
     config = IEUConfig.from_params(ieu["defence"])
     training = key.replicate(TrainConfig.from_params(ieu["gate_training"]))
     least = min_flagged(config, finetune_params)
-    gate = make_gate(backbone, model["gate"], config.gate_depth, training.seed)
+    gate = make_gate(backbone, _model_block(model).gate, config.gate_depth, training.seed)
     best: dict[str, Any] = {"epoch": 0, "separation": -math.inf}
     epoch = 0
 
@@ -137,7 +142,7 @@ def stage_two_tau(config: IEUConfig, split: Split | None) -> float:
 def min_flagged(config: IEUConfig, finetune_params: dict[str, Any]) -> int:
     """The fewest flagged samples ``tau: auto`` accepts: one unlearning batch (the queue
     capacity), since fewer flags per epoch never trigger an unlearning step."""
-    return config.queue_capacity or int(finetune_params["batch_size"])
+    return config.queue_capacity or TrainConfig.from_params(finetune_params).batch_size
 
 
 def gate_confidences(gate: nn.Module, poisoned_train: ImageSet) -> dict[str, np.ndarray]:
