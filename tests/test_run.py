@@ -51,8 +51,12 @@ def project(tmp_path):
     return tmp_path
 
 
-def kedro(project, *args):
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+# Torch's CPU results depend on its thread count; runs compared byte for byte use one.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+def kedro(project, *args, env=None):
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "kedro", "run", *args],
         cwd=project,
@@ -518,14 +522,19 @@ def fresh_copy(project, where):
 
 
 @pytest.mark.slow
-def test_runs_repeat_byte_for_byte_and_a_killed_run_resumes_to_the_same_results(
+def test_runs_repeat_byte_for_byte_on_dask_too_and_a_killed_run_resumes_to_the_same_results(
     tiny_project, tmp_path_factory
 ):
     second = fresh_copy(tiny_project, tmp_path_factory.mktemp("second") / "p")
     resumed = fresh_copy(tiny_project, tmp_path_factory.mktemp("resumed") / "p")
-    for project in (tiny_project, second):  # two fresh processes, same configuration
-        result = kedro(project, "--env", "tiny")
-        assert result.returncode == 0, result.stderr[-3000:]
+    # Two fresh runs of one configuration: the sequential runner, and the Dask runner on
+    # a local cluster of two worker processes (nodes of one namespace side by side).
+    result = kedro(tiny_project, "--env", "tiny", env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    dask = ["--runner", "ieu_potion.runner.DaskRunner", "--runner-params", "n_workers=2"]
+    result = kedro(second, "--env", "tiny", *dask, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DaskRunner: started a local cluster" in result.stdout + result.stderr
     assert current_results(second) == current_results(tiny_project)
     assert model_files(second) == model_files(tiny_project)
     assert len(model_files(tiny_project)) == 12  # backbone, none, abl, ibau, IEU gate, IEU
@@ -536,7 +545,7 @@ def test_runs_repeat_byte_for_byte_and_a_killed_run_resumes_to_the_same_results(
         run = subprocess.Popen(
             [sys.executable, "-m", "kedro", "run", "--env", "tiny"],
             cwd=resumed,
-            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
+            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **ONE_THREAD},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -551,7 +560,7 @@ def test_runs_repeat_byte_for_byte_and_a_killed_run_resumes_to_the_same_results(
     # What a write killed half-way leaves behind.
     stray = resumed / "data/06_models/backbone/.model.safetensors.k1ll3d.tmp"
     stray.write_bytes(b"half a model")
-    result = kedro(resumed, "--env", "tiny", "--only-missing-outputs")
+    result = kedro(resumed, "--env", "tiny", "--only-missing-outputs", env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Running node: backbone" not in result.stdout + result.stderr, "done work is kept"
     assert current_results(resumed) == current_results(tiny_project)
