@@ -53,13 +53,18 @@ def run_node_on_worker(
     package_name: str | None,
     run_id: str | None,
     torch_threads: int | None,
+    deterministic: bool,
 ) -> str:
     """Run ``node`` on a Dask worker with a hook manager of its own (a plugin manager
-    cannot be sent between processes); returns the node's name."""
-    if torch_threads:
-        import torch
+    cannot be sent between processes), the run's torch settings applied in the worker
+    (the driver's hooks set them in the driver only); returns the node's name."""
+    import torch
 
+    from ieu_potion.training.engine import set_deterministic
+
+    if torch_threads:
         torch.set_num_threads(torch_threads)
+    set_deterministic(deterministic)
     from kedro.framework.hooks.manager import (
         _create_hook_manager,
         _register_hooks,
@@ -161,6 +166,8 @@ class DaskRunner(AbstractRunner):
         from kedro.framework.project import PACKAGE_NAME
 
         self._check_persisted(pipeline, catalog)
+        params = catalog.load("parameters") if "parameters" in catalog else {}
+        deterministic = bool(params.get("deterministic", False))
         dependencies = pipeline.node_dependencies
         todo, done = set(dependencies), set()
         load_counts = Counter(chain.from_iterable(n.inputs for n in pipeline.nodes))
@@ -178,6 +185,7 @@ class DaskRunner(AbstractRunner):
                         PACKAGE_NAME,
                         run_id,
                         self.torch_threads,
+                        deterministic,
                         key=f"{node.name}-{run_id or os.getpid()}",
                         pure=False,
                     )
