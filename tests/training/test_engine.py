@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from ieu_potion.training.engine import (
     fit,
     guarded_step,
     make_optimizer,
+    set_hyperparameters,
 )
 from ieu_potion.training.views import ViewMaker
 from tests.badinput import bad_input, rejects
@@ -225,3 +227,27 @@ def test_views_shapes_and_corruption_coverage():
     assert (changed > 0.0).all() and (changed <= 0.6).all()
     with pytest.raises(ValueError, match="unknown views"):
         views(images, ("rotated",), torch.Generator())
+
+
+def test_cpu_adamw_takes_the_multi_tensor_path_with_the_same_bytes():
+    model = tiny_model()
+    reference = copy.deepcopy(model)
+    optimizer = make_optimizer(model, torch.device("cpu"))
+    assert optimizer.defaults["foreach"] is True
+    loop = torch.optim.AdamW(
+        [
+            {"params": [p for p in reference.parameters() if p.ndim > 1], "decay": True},
+            {"params": [p for p in reference.parameters() if p.ndim <= 1], "decay": False},
+        ],
+        lr=0.0,
+        foreach=False,
+    )
+    x = torch.randn(8, 3, 8, 8)
+    for _ in range(3):
+        for net, opt in ((model, optimizer), (reference, loop)):
+            set_hyperparameters(opt, 1e-2, 0.05)
+            opt.zero_grad()
+            net(x).pow(2).mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)
