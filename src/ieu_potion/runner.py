@@ -34,9 +34,18 @@ from collections import Counter
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+import torch
+from kedro.framework import project
+from kedro.framework.hooks.manager import (
+    _create_hook_manager,
+    _register_hooks,
+    _register_hooks_entry_points,
+)
 from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner
 from kedro.runner.task import Task
+
+from ieu_potion.training.engine import set_deterministic
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
@@ -58,25 +67,14 @@ def run_node_on_worker(
     """Run ``node`` on a Dask worker with a hook manager of its own (a plugin manager
     cannot be sent between processes), the run's torch settings applied in the worker
     (the driver's hooks set them in the driver only); returns the node's name."""
-    import torch
-
-    from ieu_potion.training.engine import set_deterministic
-
     if torch_threads:
         torch.set_num_threads(torch_threads)
     set_deterministic(deterministic)
-    from kedro.framework.hooks.manager import (
-        _create_hook_manager,
-        _register_hooks,
-        _register_hooks_entry_points,
-    )
-    from kedro.framework.project import PACKAGE_NAME, configure_project, settings
-
-    if package_name and package_name != PACKAGE_NAME:
-        configure_project(package_name)
+    if package_name and package_name != project.PACKAGE_NAME:  # read now: set by configure
+        project.configure_project(package_name)
     hook_manager = _create_hook_manager()
-    _register_hooks(hook_manager, settings.HOOKS)
-    _register_hooks_entry_points(hook_manager, settings.DISABLE_HOOKS_FOR_PLUGINS)
+    _register_hooks(hook_manager, project.settings.HOOKS)
+    _register_hooks_entry_points(hook_manager, project.settings.DISABLE_HOOKS_FOR_PLUGINS)
     Task(node, catalog, is_async=False, hook_manager=hook_manager, run_id=run_id).execute()
     return node.name
 
@@ -163,7 +161,6 @@ class DaskRunner(AbstractRunner):
         run_id: str | None = None,
     ) -> None:
         from distributed import wait
-        from kedro.framework.project import PACKAGE_NAME
 
         self._check_persisted(pipeline, catalog)
         params = catalog.load("parameters") if "parameters" in catalog else {}
@@ -182,7 +179,7 @@ class DaskRunner(AbstractRunner):
                         run_node_on_worker,
                         node,
                         catalog,
-                        PACKAGE_NAME,
+                        project.PACKAGE_NAME,
                         run_id,
                         self.torch_threads,
                         deterministic,
