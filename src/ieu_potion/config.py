@@ -87,6 +87,13 @@ Text = Annotated[str, Strict(), Field(min_length=1)]
 settings = functools.partial(pydantic.dataclasses.dataclass, frozen=True, config=SETTINGS)
 
 
+def distinct(values: tuple) -> tuple:
+    """A list setting's validator: no entry twice."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"lists an entry twice: {list(values)}")
+    return values
+
+
 def _fields(kind: Any) -> dict[str, Any]:
     """The fields of a settings class or pydantic model (empty for anything else)."""
     fields = getattr(kind, "__pydantic_fields__", None)

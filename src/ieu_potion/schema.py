@@ -29,7 +29,15 @@ from pydantic import (
 
 from ieu_potion.attacks.poison import AttackConfig, share_key
 from ieu_potion.attacks.stega import CodecConfig
-from ieu_potion.config import Count, Natural, ParameterError, Share, Text, parameter_error
+from ieu_potion.config import (
+    Count,
+    Natural,
+    ParameterError,
+    Share,
+    Text,
+    distinct,
+    parameter_error,
+)
 from ieu_potion.defences.ieu import IEUConfig
 from ieu_potion.defences.registry import DEFENCES, TrustedSettings
 from ieu_potion.models.factory import WEIGHT_SOURCES, ModelSpec
@@ -39,12 +47,6 @@ from ieu_potion.training.views import VIEWS
 from ieu_potion.unlearning.potion import PotionConfig, with_own_settings
 
 PIPELINES_WITH_NAMESPACES = ("ieu_finetune", "baselines", "potion_unlearning")
-
-
-def _distinct(values: tuple) -> tuple:
-    if len(set(values)) != len(values):
-        raise ValueError(f"lists an entry twice: {list(values)}")
-    return values
 
 
 def _nonempty(values: tuple) -> tuple:
@@ -139,7 +141,7 @@ class DiscoveryParams(Block):
     shares: tuple[Share, ...]
     seed: Natural = 0
 
-    _check = field_validator("shares")(lambda cls, v: _distinct(_nonempty(v)))
+    _check = field_validator("shares")(lambda cls, v: distinct(_nonempty(v)))
 
 
 class DataPoisoningParams(Block):
@@ -148,7 +150,7 @@ class DataPoisoningParams(Block):
     discovery: DiscoveryParams
     gallery_examples: Count = 6
 
-    _check = field_validator("attacks")(lambda cls, v: _distinct(v))
+    _check = field_validator("attacks")(lambda cls, v: distinct(v))
 
 
 class PipelineParams(Block):
@@ -156,7 +158,7 @@ class PipelineParams(Block):
 
     attacks: Names = ()
 
-    _check = field_validator("attacks")(lambda cls, v: _distinct(v))
+    _check = field_validator("attacks")(lambda cls, v: distinct(v))
 
 
 class IEUParams(Block):
@@ -169,8 +171,8 @@ class _BaselinesBase(Block):
     methods: tuple[Literal[tuple(DEFENCES)], ...] = ("none",)
     trusted: TrustedSettings = Field(default_factory=TrustedSettings)
 
-    _check_attacks = field_validator("attacks")(lambda cls, v: _distinct(v))
-    _check_methods = field_validator("methods")(lambda cls, v: _distinct(_nonempty(v)))
+    _check_attacks = field_validator("attacks")(lambda cls, v: distinct(v))
+    _check_methods = field_validator("methods")(lambda cls, v: distinct(_nonempty(v)))
 
 
 # One settings block per registered defence: a new defence brings its block along.
@@ -213,7 +215,7 @@ class Parameters(Block):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: list[int] | int) -> list[int]:
-        return seed_list(value if isinstance(value, int) else _distinct(_nonempty(value)))
+        return seed_list(value if isinstance(value, int) else distinct(_nonempty(value)))
 
     @model_validator(mode="after")
     def _cross_references(self) -> Parameters:

@@ -32,7 +32,7 @@ from pydantic import field_validator
 from torch import nn
 
 from ieu_potion import kernels
-from ieu_potion.config import Count, Positive, Text, settings, settings_from_params
+from ieu_potion.config import Count, Positive, Text, distinct, settings, settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import REALISTIC, RunKey
 from ieu_potion.training.engine import accuracy, clean_accuracy_and_asr
@@ -66,12 +66,9 @@ class PotionConfig:
     importance_batch_size: Count = 64  # samples per importance batch
     ptn: PTNConfig = field(default_factory=PTNConfig)
 
-    @field_validator("methods", "shares", "ssd_alphas", "eu_shares", "tradeoff_shares")
-    @classmethod
-    def _distinct(cls, value: tuple) -> tuple:
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists an entry twice: {list(value)}")
-        return value
+    _distinct = field_validator("methods", "shares", "ssd_alphas", "eu_shares", "tradeoff_shares")(
+        lambda cls, value: distinct(value)
+    )
 
     @field_validator("methods")
     @classmethod
