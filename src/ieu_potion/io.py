@@ -1,14 +1,138 @@
-"""Atomic file output: a reader never sees a half-written artifact."""
+"""File output that a reader never sees half-written, on a local disk or any fsspec
+filesystem.
+
+A data set's ``filepath`` is a local path (the default) or an fsspec URL such as
+``s3://bucket/run/model`` or ``gs://...``; ``location`` turns it into a ``pathlib.Path``
+or a ``RemotePath``, which offers the few ``pathlib`` methods the data sets use.  Local
+writes go through a temporary file and a rename.  On an object store (``s3``, ``gs``,
+``abfs``...) one object is written by a single upload, which the store makes visible
+all at once or not at all; artifacts of several files (models, tables) rely on their
+commit mark, written last, as on a local disk.  Filesystems that are neither local nor
+object stores (``sftp``, ``hdfs``...) are written through a temporary name and a move,
+which is atomic only where that filesystem's rename is.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import fsspec
+
+# Filesystems that have no rename, where one upload is all-or-nothing instead.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` through a temporary file in the same folder."""
+class RemotePath:
+    """A file or folder on an fsspec filesystem, with the subset of ``pathlib.Path``
+    that the project's data sets use (``/``, ``name``, ``parent``, ``with_suffix``,
+    ``is_file``, ``is_dir``, ``read_bytes``, ``read_text``, ``unlink``, ``rename``)."""
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        self.fs = fs
+        self.path = str(PurePosixPath(path))
+
+    @property
+    def object_store(self) -> bool:
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return bool(OBJECT_STORES.intersection(protocols))
+
+    def __truediv__(self, name: str) -> RemotePath:
+        return RemotePath(self.fs, f"{self.path}/{name}")
+
+    def __str__(self) -> str:
+        return self.fs.unstrip_protocol(self.path)
+
+    def __repr__(self) -> str:
+        return f"RemotePath({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and (self.fs, self.path) == (other.fs, other.path)
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
+
+    @property
+    def parent(self) -> RemotePath:
+        return RemotePath(self.fs, str(PurePosixPath(self.path).parent))
+
+    def with_suffix(self, suffix: str) -> RemotePath:
+        return RemotePath(self.fs, str(PurePosixPath(self.path).with_suffix(suffix)))
+
+    def is_file(self) -> bool:
+        return self.fs.isfile(self.path)
+
+    def is_dir(self) -> bool:
+        return self.fs.isdir(self.path)
+
+    def read_bytes(self) -> bytes:
+        return self.fs.cat_file(self.path)
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            self.fs.rm_file(self.path)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    def rename(self, target: RemotePath) -> RemotePath:
+        self.fs.mv(self.path, target.path)
+        return target
+
+    def write_bytes(self, payload: bytes) -> None:
+        """Write the file whole: one upload on an object store, else a temporary name in
+        the same folder moved over the target."""
+        if self.object_store:
+            self.fs.pipe_file(self.path, payload)
+            return
+        self.fs.makedirs(self.parent.path, exist_ok=True)
+        tmp = self.parent / f".{self.name}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            self.fs.pipe_file(tmp.path, payload)
+            self.fs.mv(tmp.path, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+AnyPath = Path | RemotePath
+
+
+def location(
+    filepath: str | os.PathLike | RemotePath,
+    credentials: dict[str, Any] | None = None,
+    **fs_args: Any,
+) -> AnyPath:
+    """``filepath`` as a local ``Path`` (no protocol, or ``file://``) or as a
+    ``RemotePath`` on the fsspec filesystem its protocol names, built with
+    ``credentials`` and ``fs_args`` (as Kedro's own data sets take them).  A protocol
+    whose fsspec package is missing raises ``ImportError`` naming the package.  A
+    ``RemotePath`` is returned as it is."""
+    if isinstance(filepath, RemotePath):
+        return filepath
+    protocol, path = fsspec.core.split_protocol(str(filepath))
+    if protocol in (None, "file", "local"):
+        return Path(PurePosixPath(path))
+    fs, path = fsspec.core.url_to_fs(str(filepath), **{**(credentials or {}), **fs_args})
+    return RemotePath(fs, path)
+
+
+def atomic_write_bytes(path: AnyPath, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that no reader sees it half-written: locally
+    through a temporary file in the same folder, remotely by ``RemotePath.write_bytes``."""
+    if isinstance(path, RemotePath):
+        path.write_bytes(payload)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,18 +151,24 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
 TEMPORARY = ".*.tmp"  # what atomic_write_bytes leaves behind when a run is killed
 
 
-def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete what killed writes left in ``folder`` (not below it); the removed paths."""
-    folder = Path(folder)
-    if not folder.is_dir():
+def remove_temporaries(folder: AnyPath) -> list[AnyPath]:
+    """Delete what killed writes left in ``folder`` (not below it); the removed paths.
+    An object store has none: its single uploads leave nothing behind."""
+    if isinstance(folder, RemotePath):
+        if folder.object_store:
+            return []
+        found = folder.fs.glob(f"{folder.path}/{TEMPORARY}")
+        stray = [RemotePath(folder.fs, p) for p in found if folder.fs.isfile(p)]
+    elif folder.is_dir():
+        stray = [p for p in folder.glob(TEMPORARY) if p.is_file()]
+    else:
         return []
-    stray = [p for p in folder.glob(TEMPORARY) if p.is_file()]
     for path in stray:
         path.unlink(missing_ok=True)
     return stray
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: AnyPath, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 

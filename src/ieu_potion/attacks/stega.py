@@ -50,7 +50,7 @@ from ieu_potion.config import (
     settings_from_params,
 )
 from ieu_potion.data.errors import ArtifactError
-from ieu_potion.io import atomic_write_bytes, atomic_write_text
+from ieu_potion.io import RemotePath, atomic_write_bytes, atomic_write_text, location
 from ieu_potion.models.factory import (
     check_saved_pair,
     load_weights,
@@ -283,9 +283,9 @@ CODEC_WEIGHTS = "codec.safetensors"
 CODEC_SPEC = "codec.json"
 
 
-def save_codec(codec: StegaCodec, folder: str | Path) -> None:
+def save_codec(codec: StegaCodec, folder: str | Path | RemotePath) -> None:
     """Weights, then ``codec.json`` (settings, image size, metrics) as the commit mark."""
-    folder = Path(folder)
+    folder = location(folder)
     (folder / CODEC_SPEC).unlink(missing_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in codec.state_dict().items()}
     atomic_write_bytes(folder / CODEC_WEIGHTS, save_safetensors_bytes(tensors))
@@ -293,11 +293,11 @@ def save_codec(codec: StegaCodec, folder: str | Path) -> None:
     atomic_write_text(folder / CODEC_SPEC, json.dumps({**spec, "metrics": codec.metrics}, indent=2))
 
 
-def load_codec(folder: str | Path) -> StegaCodec:
+def load_codec(folder: str | Path | RemotePath) -> StegaCodec:
     """The codec saved in ``folder`` by ``save_codec``.  ``ArtifactError`` names the file
     when a half is missing (``codec.json`` missing: an interrupted save), truncated,
     corrupted, or when the weights do not fit the settings in ``codec.json``."""
-    folder = Path(folder)
+    folder = location(folder)
     weights, spec_file = folder / CODEC_WEIGHTS, folder / CODEC_SPEC
     check_saved_pair(folder, weights, spec_file, "ISSBA codec")
     spec = read_json_object(spec_file, "codec settings")

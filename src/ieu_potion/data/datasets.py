@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,13 @@ from ieu_potion.attacks.stega import CODEC_SPEC, CODEC_WEIGHTS, StegaCodec, load
 from ieu_potion.data import cifar10, digits, folders
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.data.imageset import ImageSet
-from ieu_potion.io import atomic_write_bytes, atomic_write_text, remove_temporaries
+from ieu_potion.io import (
+    AnyPath,
+    atomic_write_bytes,
+    atomic_write_text,
+    location,
+    remove_temporaries,
+)
 from ieu_potion.models import load_model, save_model
 from ieu_potion.models.factory import SPEC_FILE, WEIGHTS_FILE
 from ieu_potion.reporting.tables import markdown_table
@@ -127,8 +133,19 @@ class ImageFolderDataset(_SourceDataset):
 
 
 class _FileDataset(AbstractDataset):
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(PurePosixPath(filepath))
+    """An artifact at ``filepath``: a local path, or an fsspec URL (``s3://``, ``gs://``,
+    ``abfs://``... with its fsspec package installed) opened with ``credentials`` and
+    ``fs_args`` as Kedro's own data sets take them (``ieu_potion.io`` says how each kind
+    of filesystem keeps writes all-or-nothing)."""
+
+    def __init__(
+        self,
+        filepath: str,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._filepath = location(filepath, credentials, **(fs_args or {}))
         self.metadata = metadata
 
     def _exists(self) -> bool:
@@ -137,7 +154,7 @@ class _FileDataset(AbstractDataset):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
 
-    def remove_temporaries(self) -> list[Path]:
+    def remove_temporaries(self) -> list[AnyPath]:
         """Delete temporary files that a killed write of this data set left behind."""
         folders = [self._filepath.parent]
         if self._filepath.is_dir():
@@ -159,7 +176,7 @@ class ArraysDataset(_FileDataset):
     """A dictionary of named numeric arrays as ``.npz`` (no pickle), written atomically."""
 
     def load(self) -> dict[str, np.ndarray]:
-        with np.load(self._filepath, allow_pickle=False) as archive:
+        with np.load(io.BytesIO(self._filepath.read_bytes()), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
 
     def save(self, data: dict[str, np.ndarray]) -> None:
@@ -174,10 +191,8 @@ class TableDataset(_FileDataset):
     which keeps the column types.  It exists only when every file does, so a run killed
     between two of them writes it again on resume.  Kedro-Viz previews the first rows."""
 
-    def __init__(
-        self, filepath: str, markdown: bool = False, metadata: dict[str, Any] | None = None
-    ) -> None:
-        super().__init__(filepath, metadata)
+    def __init__(self, filepath: str, markdown: bool = False, **kwargs: Any) -> None:
+        super().__init__(filepath, **kwargs)
         self._markdown = markdown
 
     def _companions(self) -> list[Path]:
@@ -189,7 +204,7 @@ class TableDataset(_FileDataset):
 
     def load(self) -> pd.DataFrame:
         # The Parquet copy keeps the column types (integer counts with blanks, say).
-        return pd.read_parquet(self._filepath.with_suffix(".parquet"))
+        return pd.read_parquet(io.BytesIO(self._filepath.with_suffix(".parquet").read_bytes()))
 
     def save(self, data: pd.DataFrame) -> None:
         # The CSV is the commit mark: removed first, written last.
@@ -210,7 +225,7 @@ class ResultsDataset(_FileDataset):
     the schema in ``ieu_potion.results``, written atomically."""
 
     def load(self) -> pd.DataFrame:
-        return check_rows(pd.read_parquet(self._filepath))
+        return check_rows(pd.read_parquet(io.BytesIO(self._filepath.read_bytes())))
 
     def save(self, data: pd.DataFrame) -> None:
         buffer = io.BytesIO()
@@ -231,7 +246,8 @@ class ResultsArchiveDataset(TableDataset):
         if not self._filepath.is_file():
             return pd.DataFrame(columns=list(RESULT_COLUMNS))
         return pd.read_csv(
-            self._filepath, dtype={"discovery_share": str, "fingerprint": str, "namespace": str}
+            io.BytesIO(self._filepath.read_bytes()),
+            dtype={"discovery_share": str, "fingerprint": str, "namespace": str},
         )
 
     def save(self, data: pd.DataFrame) -> None:

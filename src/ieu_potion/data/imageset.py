@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ieu_potion.io import atomic_write_bytes
+from ieu_potion.io import RemotePath, atomic_write_bytes, location
 
 CLEAN = ""  # attack name stored for samples that carry no trigger
 
@@ -98,12 +98,13 @@ class ImageSet:
         )
         return buffer.getvalue()
 
-    def save(self, path: str | Path) -> None:
-        atomic_write_bytes(Path(path), self.to_npz_bytes())
+    def save(self, path: str | Path | RemotePath) -> None:
+        atomic_write_bytes(location(path), self.to_npz_bytes())
 
     @classmethod
-    def load(cls, path: str | Path) -> ImageSet:
-        with np.load(Path(path), allow_pickle=False) as archive:
+    def load(cls, path: str | Path | RemotePath) -> ImageSet:
+        payload = io.BytesIO(location(path).read_bytes())
+        with np.load(payload, allow_pickle=False) as archive:
             missing = set(_FIELDS) - set(archive.files)
             if missing:
                 raise ValueError(f"{path} is not an image set: missing arrays {sorted(missing)}")

@@ -21,11 +21,11 @@ from typing import Any
 import timm
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 from torch import nn
 
 from ieu_potion.data.errors import ArtifactError
-from ieu_potion.io import atomic_write_bytes, atomic_write_text
+from ieu_potion.io import AnyPath, RemotePath, atomic_write_bytes, atomic_write_text, location
 
 log = logging.getLogger(__name__)
 
@@ -159,18 +159,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
-def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+def read_safetensors(path: AnyPath, what: str) -> dict[str, torch.Tensor]:
     """The tensors of the ``.safetensors`` file ``path`` (the ``what`` of an error message);
     a truncated, corrupted or unreadable file raises ``ArtifactError`` naming it."""
     try:
-        return load_file(path)
+        return load(path.read_bytes())
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise ArtifactError(
             f"{what} {path} is not a readable safetensors file (truncated or corrupted?): {exc}"
         ) from exc
 
 
-def read_json_object(path: Path, what: str) -> dict[str, Any]:
+def read_json_object(path: AnyPath, what: str) -> dict[str, Any]:
     """The JSON object in ``path`` (the ``what`` of an error message); a file that is not
     UTF-8 JSON holding an object raises ``ArtifactError`` naming it."""
     try:
@@ -184,7 +184,7 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def check_saved_pair(folder: Path, weights: Path, commit: Path, what: str) -> None:
+def check_saved_pair(folder: AnyPath, weights: AnyPath, commit: AnyPath, what: str) -> None:
     """Refuse a saved folder that lacks one of its two files.
 
     ``commit`` is the file written last (the commit mark): weights without it are an
@@ -255,21 +255,21 @@ WEIGHTS_FILE = "model.safetensors"
 SPEC_FILE = "spec.json"
 
 
-def save_model(model: nn.Module, folder: str | Path) -> None:
+def save_model(model: nn.Module, folder: str | Path | RemotePath) -> None:
     """Weights, then the spec: the spec is removed first and written last, so a folder
     with a spec always holds the weights saved with it."""
-    folder = Path(folder)
+    folder = location(folder)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     (folder / SPEC_FILE).unlink(missing_ok=True)
     atomic_write_bytes(folder / WEIGHTS_FILE, save(tensors))
     atomic_write_text(folder / SPEC_FILE, model.spec.to_json())
 
 
-def load_model(folder: str | Path) -> nn.Module:
+def load_model(folder: str | Path | RemotePath) -> nn.Module:
     """The model saved in ``folder`` by ``save_model``; ``ArtifactError`` names the file
     when a half is missing (``spec.json`` missing: an interrupted save), truncated,
     corrupted, or when the weights do not fit the spec."""
-    folder = Path(folder)
+    folder = location(folder)
     weights, spec_file = folder / WEIGHTS_FILE, folder / SPEC_FILE
     check_saved_pair(folder, weights, spec_file, "model")
     spec = _spec_from_json(read_json_object(spec_file, "model spec"), spec_file)

@@ -1,0 +1,186 @@
+"""The project's artifacts on an object store: every artifact type round trips through an
+S3-compatible server (moto) started on the loopback address, and the project's catalog
+writes there when ``data_root`` names a bucket."""
+
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, DatasetError
+from moto.server import ThreadedMotoServer
+
+from ieu_potion.attacks.stega import CodecConfig, StegaCodec
+from ieu_potion.data.datasets import (
+    ArraysDataset,
+    HtmlDataset,
+    ImageSetDataset,
+    JsonDataset,
+    ModelDataset,
+    PlotlyFigureDataset,
+    ResultsArchiveDataset,
+    ResultsDataset,
+    StegaCodecDataset,
+    TableDataset,
+)
+from ieu_potion.io import RemotePath, atomic_write_bytes, location, remove_temporaries
+from ieu_potion.models import ModelSpec, build_model
+from ieu_potion.results import RunKey
+
+PROJECT = Path(__file__).resolve().parents[2]
+BUCKET = "ieu-runs"
+# Fail within seconds, not minutes, if the server stops answering.
+CLIENT = {"connect_timeout": 5, "read_timeout": 20, "retries": {"max_attempts": 2}}
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    deadline = time.monotonic() + 10
+    while True:  # up within 10 s, or the tests fail
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                server.stop()
+                pytest.fail("the moto S3 server did not start within 10 s")
+            time.sleep(0.1)
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    """A fresh folder in the bucket; the credentials come from the environment, as on a
+    cluster, and s3fs's instance cache is bypassed so each test sees the server afresh."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_server,
+    }.items():
+        monkeypatch.setenv(name, value)
+    root = location(f"s3://{BUCKET}", skip_instance_cache=True, config_kwargs=CLIENT)
+    if not root.fs.exists(BUCKET):
+        root.fs.mkdir(BUCKET)
+    return f"s3://{BUCKET}/{request.node.name}"
+
+
+def fs_args():
+    return {"skip_instance_cache": True, "config_kwargs": CLIENT}
+
+
+def test_every_artifact_type_round_trips_through_s3(s3, small_set):
+    def remote(kind, name, **kwargs):
+        dataset = kind(filepath=f"{s3}/{name}", fs_args=fs_args(), **kwargs)
+        assert isinstance(dataset._filepath, RemotePath) and not dataset.exists()
+        return dataset
+
+    images = remote(ImageSetDataset, "train.npz")
+    images.save(small_set)
+    loaded = images.load()
+    assert images.exists() and np.array_equal(loaded.images, small_set.images)
+    assert loaded.class_names == small_set.class_names
+
+    arrays = remote(ArraysDataset, "subsets.npz")
+    arrays.save({"a": np.arange(5), "b": np.ones((2, 3))})
+    assert np.array_equal(arrays.load()["a"], np.arange(5))
+
+    frame = pd.DataFrame({"epoch": [1, 2], "loss": [0.5, 0.25]})
+    table = remote(TableDataset, "history.csv", markdown=True)
+    table.save(frame)
+    pd.testing.assert_frame_equal(table.load(), frame)
+    assert (table._filepath.with_suffix(".md")).read_text().startswith("|")
+
+    rows = RunKey("d", "ns", "blended", 0, "f").rows("none", {"clean_accuracy": 0.5})
+    results = remote(ResultsDataset, "results_none.parquet")
+    results.save(rows)
+    assert results.load().value.tolist() == [0.5]
+    archive = remote(ResultsArchiveDataset, "results.csv")
+    archive.save(rows)
+    archive.save(RunKey("d", "ns", "blended", 1, "f").rows("none", {"clean_accuracy": 0.7}))
+    assert sorted(archive.load().value) == [0.5, 0.7]
+
+    for kind, name, value in [
+        (JsonDataset, "settings.json", {"alpha": 0.5, "order": ["b", "a"]}),
+        (HtmlDataset, "report.html", "<html><body>report</body></html>"),
+    ]:
+        dataset = remote(kind, name)
+        dataset.save(value)
+        assert dataset.load() == value
+    figure = remote(PlotlyFigureDataset, "figure.json")
+    figure.save(go.Figure(go.Bar(x=[1, 2], y=[3, 4])))
+    assert list(figure.load().data[0].y) == [3, 4]
+
+
+def test_models_and_the_codec_round_trip_and_a_missing_commit_mark_is_named(s3):
+    model = build_model(ModelSpec("resnet10t", 3))
+    dataset = ModelDataset(filepath=f"{s3}/models/undefended", fs_args=fs_args())
+    dataset.save(model)
+    assert dataset.exists()
+    assert same_weights(dataset.load(), model)
+
+    codec = StegaCodec(CodecConfig(), (32, 32))
+    codec_set = StegaCodecDataset(filepath=f"{s3}/codec", fs_args=fs_args())
+    codec_set.save(codec)
+    assert same_weights(codec_set.load(), codec)
+
+    (dataset._filepath / "spec.json").unlink()  # an interrupted save: weights, no spec
+    assert not dataset.exists()
+    with pytest.raises(DatasetError, match=rf"{s3}/models/undefended/spec.json missing"):
+        dataset.load()
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    left, right = a.state_dict(), b.state_dict()
+    return left.keys() == right.keys() and all(torch.equal(left[k], right[k]) for k in left)
+
+
+def test_an_object_store_write_is_one_upload_and_leaves_no_temporary(s3):
+    target = location(f"{s3}/one/payload.bin", **fs_args())
+    assert target.object_store
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert target.fs.ls(target.parent.path, detail=False) == [target.path]
+    assert remove_temporaries(target.parent) == []
+
+
+def test_a_filesystem_with_renames_writes_through_a_temporary_and_clears_killed_ones():
+    target = location("memory://ieu-test-rename/run/payload.bin")
+    assert not target.object_store
+    atomic_write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole"
+    assert target.fs.ls(target.parent.path, detail=False) == [target.path]
+    stray = target.parent / ".payload.bin.0123.tmp"  # what a killed write leaves
+    stray.write_bytes(b"half")
+    assert remove_temporaries(target.parent) == [stray] and not stray.is_file()
+    target.fs.rm(target.parent.path, recursive=True)
+
+
+def test_a_protocol_without_its_package_names_the_package():
+    with pytest.raises(ImportError, match="gcsfs"):
+        location("gs://bucket/run/model")
+
+
+def test_the_project_catalog_writes_to_the_bucket_that_data_root_names(s3, tmp_path, small_set):
+    conf = tmp_path / "conf"
+    for env in ("base", "local"):
+        (conf / env).mkdir(parents=True)
+    shutil.copy(PROJECT / "conf" / "base" / "catalog.yml", conf / "base" / "catalog.yml")
+    (conf / "base" / "globals.yml").write_text(f"data_root: {s3}\n", encoding="utf-8")
+    loader = OmegaConfigLoader(str(conf), base_env="base", default_run_env="local")
+    catalog = DataCatalog.from_config(loader["catalog"])
+    poisoned = catalog.get("blended.seed_0.poisoned_train")
+    assert str(poisoned._filepath) == f"{s3}/03_primary/blended/seed_0/poisoned_train.npz"
+    catalog.save("blended.seed_0.poisoned_train", small_set)
+    assert np.array_equal(catalog.load("blended.seed_0.poisoned_train").labels, small_set.labels)
