@@ -241,7 +241,7 @@ RUN = "data/07_model_output/badnets_white/seed_0"
 
 
 @pytest.mark.slow
-def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
+def test_ieu_finetune_and_baselines_end_to_end(tiny_project, tmp_path_factory):
     import pandas as pd
 
     result = kedro(tiny_project, "--env", "tiny", "--pipeline", "ieu_finetune")
@@ -259,6 +259,7 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
         assert name in files
     history = pd.read_csv(tiny_project / RUN / "ieu_history.csv")
     assert len(history) == 2
+    assert_two_ranks_match(tiny_project, history, tmp_path_factory)
     assert {
         "gate_precision",
         "gate_recall",
@@ -284,6 +285,33 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_project):
     assert {"gate_precision", "gate_recall", "unlearning_steps"} <= set(ieu.metric)
     assert ieu.fingerprint[0] != none.fingerprint[0], "IEU's parameters are part of its key"
     assert_baselines(tiny_project, vit=False)
+
+
+def assert_two_ranks_match(project, history, tmp_path_factory):
+    """The same pipeline as two gloo ranks under torchrun: rank 0 writes each artifact
+    once, IEU takes the same unlearning steps, and the losses stay within 1% (the
+    ResNet's BatchNorm normalises each rank's half batch by its own statistics, the
+    one difference from one process; tests/training/test_distributed.py checks the
+    engine to 1e-5 on a model without BatchNorm)."""
+    import pandas as pd
+
+    ranks = fresh_copy(project, tmp_path_factory.mktemp("ranks") / "p")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", "-m", "kedro", "run", "--env", "tiny"]
+    command += ["--pipeline", "ieu_finetune", "--params", "distributed=true"]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **ONE_THREAD}
+    result = subprocess.run(
+        command, cwd=ranks, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 1 of 2 joined the process" in " ".join((result.stdout + result.stderr).split())
+    assert written(ranks) == written(project)
+    two = pd.read_csv(ranks / RUN / "ieu_history.csv")
+    assert two.unlearning_steps.tolist() == history.unlearning_steps.tolist()
+    assert two.samples_queued.tolist() == history.samples_queued.tolist()
+    for name in ("ieu_history.csv", "gate_history.csv"):
+        one, two = (pd.read_csv(p / RUN / name).train_loss for p in (project, ranks))
+        assert (abs(two - one) / one).max() < 0.01, name
 
 
 def assert_baselines(project, vit: bool):

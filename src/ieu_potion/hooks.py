@@ -9,6 +9,7 @@ from kedro.framework.hooks import hook_impl
 
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.schema import validate_parameters
+from ieu_potion.training import distributed
 from ieu_potion.training.engine import set_deterministic
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,18 @@ class ValidateBeforeRunHook:
 
     The whole parameter tree is validated against the schema (schema.py: types, ranges,
     cross-references; each failure named by its path), deterministic algorithms are
-    switched on where ``deterministic: true``, and source data sets are asked whether they
-    can load (path, layout); a failure names the catalog entry.
+    switched on where ``deterministic: true``, the torchrun ranks join their process
+    group where ``distributed: true`` (and leave it when the run ends), and source data
+    sets are asked whether they can load (path, layout); a failure names the catalog
+    entry.
     """
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         if "parameters" in catalog:
-            set_deterministic(validate_parameters(catalog.load("parameters")).deterministic)
+            params = validate_parameters(catalog.load("parameters"))
+            set_deterministic(params.deterministic)
+            distributed.join(params.distributed)
         for name in sorted(pipeline.inputs()):
             if name.startswith("params:") or name == "parameters":
                 continue
@@ -54,3 +59,11 @@ class ValidateBeforeRunHook:
                         f"catalog entry {name!r} ({type(dataset).__name__}) cannot load: {exc}"
                     ) from exc
         log.info("inputs of %d nodes checked", len(pipeline.nodes))
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        distributed.stop()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        distributed.stop()

@@ -202,6 +202,9 @@ class Parameters(Block):
     seeds: list[Natural] | Count = Field([0], description="a list, or a count n: 0..n-1")
     backbone_per_seed: Annotated[bool, Strict()] = False
     deterministic: Annotated[bool, Strict()] = False
+    distributed: Annotated[bool, Strict()] = Field(
+        False, description="train data-parallel over the ranks torchrun starts"
+    )
     model: ModelBlock
     finetune: TrainConfig
     data_split: SplitParams

@@ -38,18 +38,19 @@ def push(queue, start, n):
         np.arange(start, start + n),
         torch.arange(start, start + n).float()[:, None],
         torch.zeros(n, dtype=torch.long),
+        np.arange(start, start + n),
     )
 
 
 def test_queue_fills_flushes_fifo_at_capacity_and_clears():
     queue = UnlearnQueue(4)
     push(queue, 0, 3)
-    assert not queue.full() and len(queue) == 3
-    with pytest.raises(RuntimeError, match="holds 3 of 4"):
-        queue.pop()
+    assert queue.due() is None and len(queue) == 3
+    with pytest.raises(RuntimeError, match="holds 3 samples, 4 asked for"):
+        queue.pop(4)
     push(queue, 3, 3)
-    assert queue.full()
-    indices, views, _ = queue.pop()
+    assert queue.due() == 4
+    indices, views, _ = queue.pop(4)
     assert indices.tolist() == [0, 1, 2, 3] and views[:, 0].tolist() == [0, 1, 2, 3]
     assert len(queue) == 2 and queue.total_queued == 6
     queue.clear()

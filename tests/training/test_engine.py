@@ -66,7 +66,7 @@ def test_every_gradient_tensor_is_clipped_to_the_limit():
     optimizer = make_optimizer(model, torch.device("cpu"))
     x = torch.randn(16, 3, 8, 8) * 100
     loss = model(x).pow(2).mean()
-    assert guarded_step(loss, model, optimizer, clip=0.5) is None
+    assert guarded_step(loss, model, optimizer, clip=0.5).skipped is None
     norms = [p.grad.norm().item() for p in model.parameters()]
     assert max(norms) <= 0.5 + 1e-5 and min(norms) > 0.4
 
@@ -79,7 +79,7 @@ def test_non_finite_loss_never_touches_the_weights(bad):
         group["lr"] = 0.1
     before = [p.detach().clone() for p in model.parameters()]
     loss = model(torch.randn(4, 3, 8, 8)).sum() * bad
-    assert guarded_step(loss, model, optimizer, clip=1.0) == "non-finite loss"
+    assert guarded_step(loss, model, optimizer, clip=1.0).skipped == "non-finite loss"
     for a, b in zip(before, model.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -92,7 +92,7 @@ def test_non_finite_gradient_never_touches_the_weights():
     before = [p.detach().clone() for p in model.parameters()]
     model[1].weight.register_hook(lambda g: g * float("nan"))
     loss = model(torch.randn(4, 3, 8, 8)).sum()
-    assert guarded_step(loss, model, optimizer, clip=1.0) == "non-finite gradient"
+    assert guarded_step(loss, model, optimizer, clip=1.0).skipped == "non-finite gradient"
     for a, b in zip(before, model.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -118,12 +118,14 @@ def test_a_loss_without_gradient_is_not_applied():
     optimizer = decaying_optimizer(model)
     before = [p.detach().clone() for p in model.parameters()]
     constant = torch.ones((), requires_grad=True) * 2.0
-    why = guarded_step(constant, model, optimizer, clip=1.0)
+    why = guarded_step(constant, model, optimizer, clip=1.0).skipped
     assert why == "no parameter gets a gradient" and unchanged(model, before)
     for p in model.parameters():
         p.requires_grad_(False)
     frozen = model(torch.randn(2, 3, 8, 8)).sum()
-    assert guarded_step(frozen, model, optimizer, clip=1.0) == "no parameter gets a gradient"
+    assert (
+        guarded_step(frozen, model, optimizer, clip=1.0).skipped == "no parameter gets a gradient"
+    )
     assert unchanged(model, before)
 
 

@@ -39,6 +39,7 @@ from ieu_potion.models import load_model, save_model
 from ieu_potion.models.factory import SPEC_FILE, WEIGHTS_FILE
 from ieu_potion.reporting.tables import markdown_table
 from ieu_potion.results import KEY_COLUMNS, RESULT_COLUMNS, check_rows
+from ieu_potion.training import distributed
 
 
 class _SourceDataset(AbstractDataset[None, dict[str, ImageSet]]):
@@ -154,6 +155,14 @@ class _FileDataset(AbstractDataset):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
 
+    def save(self, data: Any) -> None:
+        """Write ``data`` (``_write``); under torchrun rank 0 writes and every rank waits
+        for it, so a rank reading the artifact next finds it whole."""
+        distributed.on_main(lambda: self._write(data), str(self._filepath))
+
+    def _write(self, data: Any) -> None:
+        raise NotImplementedError
+
     def remove_temporaries(self) -> list[AnyPath]:
         """Delete temporary files that a killed write of this data set left behind."""
         folders = [self._filepath.parent]
@@ -168,7 +177,7 @@ class ImageSetDataset(_FileDataset):
     def load(self) -> ImageSet:
         return ImageSet.load(self._filepath)
 
-    def save(self, data: ImageSet) -> None:
+    def _write(self, data: ImageSet) -> None:
         data.save(self._filepath)
 
 
@@ -179,7 +188,7 @@ class ArraysDataset(_FileDataset):
         with np.load(io.BytesIO(self._filepath.read_bytes()), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
 
-    def save(self, data: dict[str, np.ndarray]) -> None:
+    def _write(self, data: dict[str, np.ndarray]) -> None:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in data.items()})
         atomic_write_bytes(self._filepath, buffer.getvalue())
@@ -206,7 +215,7 @@ class TableDataset(_FileDataset):
         # The Parquet copy keeps the column types (integer counts with blanks, say).
         return pd.read_parquet(io.BytesIO(self._filepath.with_suffix(".parquet").read_bytes()))
 
-    def save(self, data: pd.DataFrame) -> None:
+    def _write(self, data: pd.DataFrame) -> None:
         # The CSV is the commit mark: removed first, written last.
         self._filepath.unlink(missing_ok=True)
         buffer = io.BytesIO()
@@ -227,7 +236,7 @@ class ResultsDataset(_FileDataset):
     def load(self) -> pd.DataFrame:
         return check_rows(pd.read_parquet(io.BytesIO(self._filepath.read_bytes())))
 
-    def save(self, data: pd.DataFrame) -> None:
+    def _write(self, data: pd.DataFrame) -> None:
         buffer = io.BytesIO()
         check_rows(data).to_parquet(buffer, index=False)
         atomic_write_bytes(self._filepath, buffer.getvalue())
@@ -250,14 +259,14 @@ class ResultsArchiveDataset(TableDataset):
             dtype={"discovery_share": str, "fingerprint": str, "namespace": str},
         )
 
-    def save(self, data: pd.DataFrame) -> None:
+    def _write(self, data: pd.DataFrame) -> None:
         old = self.load()
         if set(RESULT_COLUMNS) - set(old.columns):  # an archive of an older schema
             self._filepath.rename(self._filepath.with_suffix(".csv.old"))
             old = pd.DataFrame(columns=list(RESULT_COLUMNS))
         table = pd.concat([old, check_rows(data)], ignore_index=True)
         table = table.drop_duplicates(subset=list(KEY_COLUMNS), keep="last")
-        super().save(table.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True))
+        super()._write(table.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True))
 
 
 class ModelDataset(_FileDataset):
@@ -274,7 +283,7 @@ class ModelDataset(_FileDataset):
     def load(self) -> nn.Module:
         return load_model(self._filepath)
 
-    def save(self, data: nn.Module) -> None:
+    def _write(self, data: nn.Module) -> None:
         save_model(data, self._filepath)
 
 
@@ -289,7 +298,7 @@ class StegaCodecDataset(_FileDataset):
     def load(self) -> StegaCodec:
         return load_codec(self._filepath)
 
-    def save(self, data: StegaCodec) -> None:
+    def _write(self, data: StegaCodec) -> None:
         save_codec(data, self._filepath)
 
 
@@ -299,7 +308,7 @@ class PlotlyFigureDataset(_FileDataset):
     def load(self) -> go.Figure:
         return pio.from_json(self._filepath.read_text(encoding="utf-8"))
 
-    def save(self, data: go.Figure) -> None:
+    def _write(self, data: go.Figure) -> None:
         atomic_write_text(self._filepath, pio.to_json(data))
 
     def preview(self) -> PlotlyPreview:
@@ -312,7 +321,7 @@ class JsonDataset(_FileDataset):
     def load(self) -> Any:
         return json.loads(self._filepath.read_text(encoding="utf-8"))
 
-    def save(self, data: Any) -> None:
+    def _write(self, data: Any) -> None:
         atomic_write_text(self._filepath, json.dumps(data, indent=2, default=str) + "\n")
 
 
@@ -322,7 +331,7 @@ class HtmlDataset(_FileDataset):
     def load(self) -> str:
         return self._filepath.read_text(encoding="utf-8")
 
-    def save(self, data: str) -> None:
+    def _write(self, data: str) -> None:
         atomic_write_text(self._filepath, data)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from ieu_potion import kernels
 from ieu_potion.config import Count, Natural, NonNegative, Positive, settings, settings_from_params
+from ieu_potion.training import distributed
 from ieu_potion.training.engine import Batch, StepInfo, guarded_step, make_optimizer
 from ieu_potion.training.engine import set_hyperparameters as set_optimizer_hyperparameters
 from ieu_potion.training.views import ViewMaker
@@ -67,37 +68,65 @@ def dynamic_scale(previous_loss: float | None, num_classes: int) -> float:
 
 
 class UnlearnQueue:
-    """FIFO of flagged samples (their views and labels), emptied at every epoch start."""
+    """FIFO of flagged samples (their views and labels), emptied at every epoch start.
+
+    Each sample carries its place in the training order (step, then position in the
+    batch).  Under torchrun every rank queues the flagged samples of its own shard, and
+    ``due`` takes the decision of all ranks together: an unlearning step is due when the
+    ranks' queues hold ``capacity`` samples between them, and it takes the ``capacity``
+    oldest of them, the same samples a single process would take."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"queue capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._items: deque[tuple[int, torch.Tensor, torch.Tensor]] = deque()
+        self._items: deque[tuple[int, int, torch.Tensor, torch.Tensor]] = deque()
         self.total_queued = 0
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def push(self, indices: np.ndarray, views: torch.Tensor, labels: torch.Tensor) -> None:
-        """``views`` (n, V, 3, h, w): every view of each of the n samples."""
+    def push(
+        self, indices: np.ndarray, views: torch.Tensor, labels: torch.Tensor, order: np.ndarray
+    ) -> None:
+        """``views`` (n, V, 3, h, w): every view of each of the n samples; ``order`` (n,)
+        their places in the training order, increasing."""
         for i, index in enumerate(indices):
-            self._items.append((int(index), views[i], labels[i]))
+            self._items.append((int(order[i]), int(index), views[i], labels[i]))
         self.total_queued += len(indices)
 
-    def full(self) -> bool:
-        return len(self._items) >= self.capacity
+    def due(self) -> int | None:
+        """How many of this rank's samples the next unlearning step takes, or None while
+        the queues hold fewer than ``capacity`` samples in all."""
+        if distributed.world().size == 1:
+            return self.capacity if len(self) >= self.capacity else None
+        mine = np.array([order for order, _, _, _ in self._items], dtype=np.int64)
+        everyone = distributed.all_gather(mine)
+        if len(everyone) < self.capacity:
+            return None
+        last = np.partition(everyone, self.capacity - 1)[self.capacity - 1]
+        return int((mine <= last).sum())
 
-    def pop(self) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-        """The oldest ``capacity`` samples: indices, views (n, V, ...), labels."""
-        if not self.full():
-            raise RuntimeError(f"queue holds {len(self)} of {self.capacity} samples")
-        items = [self._items.popleft() for _ in range(self.capacity)]
-        indices = np.array([i for i, _, _ in items])
-        return indices, torch.stack([v for _, v, _ in items]), torch.stack([y for _, _, y in items])
+    def pop(self, count: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """The oldest ``count`` samples: indices, views (n, V, ...), labels."""
+        if count > len(self):
+            raise RuntimeError(f"queue holds {len(self)} samples, {count} asked for")
+        items = [self._items.popleft() for _ in range(count)]
+        indices = np.array([i for _, i, _, _ in items], dtype=np.int64)
+        if not items:
+            return indices, torch.empty(0), torch.empty(0, dtype=torch.int64)
+        return (
+            indices,
+            torch.stack([v for _, _, v, _ in items]),
+            torch.stack([y for *_, y in items]),
+        )
 
     def clear(self) -> None:
         self._items.clear()
+
+
+# a batch's place in the training order: step * ORDER_STRIDE + position in the batch
+ORDER_STRIDE = 1 << 32
 
 
 class IEUObjective:
@@ -165,31 +194,44 @@ class IEUObjective:
         if flagged.any():
             rows = torch.from_numpy(flagged).to(batch.labels.device)
             views = torch.stack([batch.views[v][rows] for v in self.views], dim=1)
-            self.queue.push(batch.indices[flagged], views, batch.labels[rows])
-        if self.queue.full():
-            self.unlearn(model, info)
+            order = info.step * ORDER_STRIDE + batch.offset + np.flatnonzero(flagged)
+            self.queue.push(batch.indices[flagged], views, batch.labels[rows], order)
+        count = self.queue.due()
+        if count is not None:
+            self.unlearn(model, info, count)
 
     def unlearning_scale(self) -> float:
         if self.config.unlearning_rate == "dynamic":
             return dynamic_scale(self.previous_loss, self.num_classes)
         return float(self.config.unlearning_rate)
 
-    def unlearn(self, model: nn.Module, info: StepInfo) -> None:
-        """One gradient-ascent step on the oldest queued samples, with its own AdamW."""
+    def unlearn(self, model: nn.Module, info: StepInfo, count: int) -> None:
+        """One gradient-ascent step on the oldest queued samples, with its own AdamW;
+        ``count`` of them are this rank's (all of them in a single process)."""
         if self.unlearn_optimizer is None:
             self.unlearn_optimizer = make_optimizer(model, self.device)
-        _, views, labels = self.queue.pop()
-        n_views = views.shape[1]
-        inputs = views.transpose(0, 1).reshape(-1, *views.shape[2:])
+        _, views, labels = self.queue.pop(count)
         rate = info.lr * self.unlearning_scale() * self.shrink
         set_optimizer_hyperparameters(self.unlearn_optimizer, rate, info.weight_decay)
-        with torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        ):
-            loss = F.cross_entropy(model(inputs).float(), labels.repeat(n_views))
-        why = guarded_step(loss, model, self.unlearn_optimizer, self.clip, ascent=True)
+        loss = None
+        if count:
+            n_views = views.shape[1]
+            inputs = views.transpose(0, 1).reshape(-1, *views.shape[2:])
+            with torch.autocast(
+                self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+            ):
+                loss = F.cross_entropy(model(inputs).float(), labels.repeat(n_views))
+        done = guarded_step(
+            loss,
+            model,
+            self.unlearn_optimizer,
+            self.clip,
+            ascent=True,
+            share=count / self.capacity,
+        )
+        why = done.skipped
         if why is None:
-            self.previous_loss = float(loss.detach())
+            self.previous_loss = done.loss
             self.total_steps += 1
             self.last_rate = rate
             log.debug(
@@ -211,9 +253,12 @@ class IEUObjective:
     def end_epoch(self, epoch: int) -> dict[str, float]:
         seen = np.concatenate(self.seen)
         flagged = np.concatenate(self.flagged_seen)
-        record = gate_scores(flagged, self.poisoned[seen])
+        counts = gate_counts(flagged, self.poisoned[seen])
+        queued = self.queue.total_queued - self.queued_before
+        *counts, queued = distributed.all_sum([*counts, queued])  # every rank's shards
+        record = scores_from_counts(*counts)
         record.update(
-            samples_queued=self.queue.total_queued - self.queued_before,
+            samples_queued=int(queued),
             unlearning_steps=self.total_steps - self.steps_before,
             unlearning_skipped=self.total_skipped - self.skipped_before,
             last_unlearning_rate=self.last_rate,
@@ -222,8 +267,8 @@ class IEUObjective:
             "IEU epoch %d: flagged %d of %d samples (precision %.3f, recall %.3f), "
             "%d unlearning steps",
             epoch + 1,
-            int(flagged.sum()),
-            len(flagged),
+            record["gate_flagged"],
+            int(counts[2] + counts[3]),
             record["gate_precision"],
             record["gate_recall"],
             record["unlearning_steps"],
@@ -231,17 +276,27 @@ class IEUObjective:
         return record
 
 
+def gate_counts(flagged: np.ndarray, poisoned: np.ndarray) -> list[int]:
+    """True and false positives, poisoned and clean samples: what ``gate_scores`` needs,
+    in a form that adds up over ranks."""
+    flagged, poisoned = flagged.astype(bool), poisoned.astype(bool)
+    tp, fp = int((flagged & poisoned).sum()), int((flagged & ~poisoned).sum())
+    return [tp, fp, int(poisoned.sum()), int((~poisoned).sum())]
+
+
+def scores_from_counts(tp: float, fp: float, poisoned: float, clean: float) -> dict[str, float]:
+    flagged = int(tp + fp)
+    return {
+        "gate_precision": tp / max(1, flagged),
+        "gate_recall": tp / max(1, int(poisoned)),
+        "gate_fpr": fp / max(1, int(clean)),
+        "gate_flagged": flagged,
+    }
+
+
 def gate_scores(flagged: np.ndarray, poisoned: np.ndarray) -> dict[str, float]:
     """Precision, recall (TPR) and FPR of the flags against the ground truth."""
-    flagged, poisoned = flagged.astype(bool), poisoned.astype(bool)
-    tp = int((flagged & poisoned).sum())
-    fp = int((flagged & ~poisoned).sum())
-    return {
-        "gate_precision": tp / max(1, int(flagged.sum())),
-        "gate_recall": tp / max(1, int(poisoned.sum())),
-        "gate_fpr": fp / max(1, int((~poisoned).sum())),
-        "gate_flagged": int(flagged.sum()),
-    }
+    return scores_from_counts(*gate_counts(flagged, poisoned))
 
 
 def confidence(logits: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ from ieu_potion.config import (
     settings_from_params,
 )
 from ieu_potion.data.imageset import ImageSet
+from ieu_potion.training import distributed
 from ieu_potion.training.views import ViewMaker
 
 log = logging.getLogger(__name__)
@@ -157,45 +158,77 @@ def set_hyperparameters(optimizer: torch.optim.Optimizer, lr: float, weight_deca
         group["weight_decay"] = weight_decay if group["decay"] else 0.0
 
 
+@dataclass(frozen=True)
+class Step:
+    """What ``guarded_step`` did: ``skipped`` is None when the step was applied, else the
+    reason; ``loss`` is the batch's loss (over every rank's shard), NaN when skipped."""
+
+    skipped: str | None
+    loss: float = math.nan
+
+
 def guarded_step(
     loss: torch.Tensor | None,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     clip: float,
     ascent: bool = False,
-) -> str | None:
+    share: float = 1.0,
+) -> Step:
     """Backpropagate ``loss`` (its negative for ascent), clip each tensor's gradient to
-    ``clip`` and step.  Returns None when the step was applied; otherwise nothing is
-    applied (not even weight decay) and the reason is returned: no loss (the objective had
-    no sample to learn from), a non-finite loss, no parameter with a gradient, or a
-    non-finite gradient."""
+    ``clip`` and step.  Nothing is applied (not even weight decay), and the reason is
+    returned, when there is no loss (the objective had no sample to learn from), a
+    non-finite loss, no parameter with a gradient, or a non-finite gradient.
+
+    Under torchrun ``loss`` is this rank's shard mean and ``share`` the shard's part of
+    the batch: the weighted gradients are summed over the ranks, and every decision is
+    taken by all ranks together (``training.distributed``)."""
     optimizer.zero_grad(set_to_none=True)
-    if loss is None:
-        return "no sample to learn from"
-    if not torch.isfinite(loss.detach()):
-        return "non-finite loss"
-    if not loss.requires_grad:
-        return "no parameter gets a gradient"
-    (-loss if ascent else loss).backward()
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    ranks = distributed.world().size
+    present = loss is not None
+    finite = present and bool(torch.isfinite(loss.detach()))
+    learns = finite and loss.requires_grad
+    value = float(loss.detach()) * share if finite else 0.0
+    if ranks > 1:
+        counts = distributed.all_sum([present, present and not finite, learns, value])
+        present, finite, learns, value = counts[0] > 0, counts[1] == 0, counts[2] > 0, counts[3]
+        mine = learns and loss is not None and loss.requires_grad
+    else:
+        mine = learns
+    if not present:
+        return Step("no sample to learn from")
+    if not finite:
+        return Step("non-finite loss")
+    if not learns:
+        return Step("no parameter gets a gradient")
+    if mine:
+        scaled = loss * share if share != 1.0 else loss
+        (-scaled if ascent else scaled).backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    distributed.reduce_gradients(params)
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return "no parameter gets a gradient"
+        return Step("no parameter gets a gradient")
     norms = torch.stack(torch._foreach_norm(grads))
     if not torch.isfinite(norms).all():
         optimizer.zero_grad(set_to_none=True)
-        return "non-finite gradient"
+        return Step("non-finite gradient")
     scale = (clip / (norms + 1e-6)).clamp(max=1.0)
     torch._foreach_mul_(grads, list(scale.unbind()))
     optimizer.step()
-    return None
+    return Step(None, value)
 
 
 @dataclass
 class Batch:
+    """The samples of one step that this rank trains on: the whole batch, or under
+    torchrun this rank's shard, whose first sample is at ``offset`` in the batch."""
+
     indices: np.ndarray
     images: torch.Tensor  # uint8 (B, H, W, 3) on the device
     labels: torch.Tensor  # training labels (B,)
     views: dict[str, torch.Tensor]
+    offset: int = 0
 
 
 @dataclass
@@ -302,6 +335,15 @@ def fit(
     optimizer = make_optimizer(model, device, config.optimizer, config.momentum)
     starts = batch_starts(len(data), config.batch_size)
     steps_per_epoch = len(starts) - 1
+    world = distributed.world()
+    if world.size > 1:
+        smallest = int(np.diff(starts).min())
+        if smallest < world.size:
+            raise ValueError(
+                f"{name}: a batch of {smallest} samples cannot be shared by {world.size} "
+                "ranks; raise batch_size or use fewer ranks"
+            )
+        distributed.broadcast_state(model)
     schedule = Schedule(config, steps_per_epoch)
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
@@ -322,22 +364,30 @@ def fit(
         for b in bar:
             idx = order[starts[b] : starts[b + 1]]
             batch_images = images[idx].to(device)
+            # every rank draws the whole batch's views (the same random numbers as one
+            # process), then keeps its shard
+            batch_views = views(batch_images, objective.views, generator)
+            mine = world.shard(len(idx))
             batch = Batch(
-                idx,
-                batch_images,
-                labels[idx].to(device),
-                views(batch_images, objective.views, generator),
+                idx[mine],
+                batch_images[mine],
+                labels[idx[mine]].to(device),
+                {view: tensor[mine] for view, tensor in batch_views.items()},
+                offset=mine.start,
             )
             lr, wd = schedule.lr(step), schedule.weight_decay(step)
             set_hyperparameters(optimizer, lr, wd)
             with autocast(device):
                 loss = objective.loss(model, batch)
-            why = guarded_step(loss, model, optimizer, config.clip)
-            if why is None:
-                losses.append(float(loss.detach()))
+            done = guarded_step(
+                loss, model, optimizer, config.clip, share=len(batch.indices) / len(idx)
+            )
+            distributed.average_buffers(model)
+            if done.skipped is None:
+                losses.append(done.loss)
             else:
                 skipped += 1
-                log.warning("%s: step %d skipped (%s)", name, step, why)
+                log.warning("%s: step %d skipped (%s)", name, step, done.skipped)
             objective.after_step(model, batch, StepInfo(epoch, step, lr, wd, skipped))
             step += 1
             if losses:

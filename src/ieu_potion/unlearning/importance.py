@@ -6,7 +6,8 @@
 
 Computed once per data set, model in eval mode, training augmentation on (the clean
 view), every gradient flattened into one buffer and accumulated by
-``kernels.accumulate_importance`` in fp32.
+``kernels.accumulate_importance`` in fp32.  Under torchrun the ranks share the batches
+and their sums are added.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ieu_potion import kernels
 from ieu_potion.data.imageset import ImageSet
+from ieu_potion.training import distributed
 from ieu_potion.training.engine import autocast
 from ieu_potion.training.views import ViewMaker
 
@@ -82,9 +84,14 @@ def importances(
     generator = torch.Generator().manual_seed(seed)
     images = torch.from_numpy(data.images)
     labels = torch.from_numpy(data.labels)
+    ranks = distributed.world()
     for b in tqdm(range(batches), desc=f"{kind} importance", leave=False, disable=None):
         chunk = slice(b * batch_size, (b + 1) * batch_size)
+        # every rank draws every batch's views (one process's random numbers) and
+        # differentiates every ranks.size-th batch; the ranks' sums are added below
         x = views(images[chunk].to(device), ("clean",), generator)["clean"]
+        if b % ranks.size != ranks.rank:
+            continue
         with autocast(device):
             logits = model(x).float()
         grads = torch.autograd.grad(
@@ -98,5 +105,6 @@ def importances(
             out=flat,
         )
         kernels.accumulate_importance(flat, total, mode, 1.0 / batches)
+    distributed.reduce_sum(total)
     model.train(was_training)
     return total
