@@ -169,9 +169,10 @@ def reduce_gradients(params: Sequence[nn.Parameter]) -> None:
         [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in used]
     ).to(_device())
     dist.all_reduce(flat)
+    flat = flat.to(used[0].device)
     offset = 0
-    for p in used:
-        p.grad = flat[offset : offset + p.numel()].view_as(p).to(p.device).clone()
+    for p in used:  # views into the reduced buffer, no copies
+        p.grad = flat[offset : offset + p.numel()].view_as(p)
         offset += p.numel()
 
 
@@ -180,10 +181,16 @@ def average_buffers(model: nn.Module) -> None:
     here = world()
     if here.size == 1:
         return
-    for buffer in model.buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer.data)
-            buffer.data /= here.size
+    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1) for b in buffers]).to(_device())
+    dist.all_reduce(flat)
+    flat = flat.to(buffers[0].device) / here.size
+    offset = 0
+    for buffer in buffers:  # one collective for all of them
+        buffer.data.copy_(flat[offset : offset + buffer.numel()].view_as(buffer))
+        offset += buffer.numel()
 
 
 def on_main(write: Callable[[], None], what: str) -> None:
