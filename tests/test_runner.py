@@ -46,3 +46,12 @@ def test_data_passed_in_memory_is_refused_before_a_cluster_starts():
 )
 def test_bad_runner_settings_are_refused(kwargs, culprit):
     rejects(lambda: DaskRunner(**kwargs), ValueError, culprit)
+
+
+@bad_input(
+    "the DaskRunner started by torchrun on several ranks",
+    "ValueError before a cluster starts: every rank would run every node",
+)
+def test_the_dask_runner_under_torchrun_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    rejects(DaskRunner, ValueError, "DaskRunner under torchrun")

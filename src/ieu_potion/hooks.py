@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -21,6 +22,8 @@ class CleanupBeforeRunHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun rank 0 writes, and rank 0 alone clears
         removed = []
         for name in sorted(pipeline.all_outputs()):
             dataset = catalog.get(name)

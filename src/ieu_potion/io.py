@@ -66,10 +66,14 @@ class RemotePath:
     def with_suffix(self, suffix: str) -> RemotePath:
         return RemotePath(self.fs, str(PurePosixPath(self.path).with_suffix(suffix)))
 
+    # Listings are asked afresh: another process (a Dask worker, a torchrun rank) may
+    # have written here since this one cached the folder's listing.
     def is_file(self) -> bool:
+        self.fs.invalidate_cache(self.path)
         return self.fs.isfile(self.path)
 
     def is_dir(self) -> bool:
+        self.fs.invalidate_cache(self.path)
         return self.fs.isdir(self.path)
 
     def read_bytes(self) -> bytes:
@@ -114,8 +118,9 @@ def location(
     **fs_args: Any,
 ) -> AnyPath:
     """``filepath`` as a local ``Path`` (no protocol, or ``file://``) or as a
-    ``RemotePath`` on the fsspec filesystem its protocol names, built with
-    ``credentials`` and ``fs_args`` (as Kedro's own data sets take them).  A protocol
+    ``RemotePath`` on the fsspec filesystem its protocol names, built with the keyword
+    arguments in ``credentials`` and ``fs_args`` (``key``, ``secret``, ``client_kwargs``
+    for s3fs, say).  A protocol
     whose fsspec package is missing raises ``ImportError`` naming the package.  A
     ``RemotePath`` is returned as it is."""
     if isinstance(filepath, RemotePath):

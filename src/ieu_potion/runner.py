@@ -8,9 +8,9 @@ The driver (the ``kedro run`` process) walks the pipeline's dependency graph and
 node as soon as every node it depends on has finished, so independent attack namespaces
 and seeds run side by side on the workers.  A node's inputs and outputs go through the
 catalog, never through Dask: every dataset a node exchanges must therefore be persisted
-where every worker can read it (a file system every worker mounts at the same path; the
-project's dataset types take local paths only so far); the runner refuses
-a pipeline that would pass data between nodes in memory.  Each worker runs one node at a
+where every worker can read it: a file system every worker mounts at the same path, or
+an object store (``data_root: s3://bucket/run``, docs/scaling.md); the runner refuses a
+pipeline that would pass data between nodes in memory.  Each worker runs one node at a
 time; the node's own hooks run on the worker.
 
 Torch's CPU results depend on its intra-op thread count (reductions are split per
@@ -45,6 +45,7 @@ from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner
 from kedro.runner.task import Task
 
+from ieu_potion.training import distributed
 from ieu_potion.training.engine import set_deterministic
 
 if TYPE_CHECKING:
@@ -110,6 +111,11 @@ class DaskRunner(AbstractRunner):
         super().__init__(is_async=False)
         if is_async:
             raise ValueError("DaskRunner loads and saves on the workers; drop --async")
+        if distributed.launched_ranks() > 1:
+            raise ValueError(
+                "DaskRunner under torchrun: its workers join no process group, so every "
+                "rank would run every node; use one or the other"
+            )
         self.address = address
         self.n_workers = _count("n_workers", n_workers)
         self.torch_threads = (

@@ -155,6 +155,15 @@ def test_an_object_store_write_is_one_upload_and_leaves_no_temporary(s3):
     assert remove_temporaries(target.parent) == []
 
 
+def test_a_file_another_process_wrote_is_seen_despite_a_cached_listing(s3):
+    mine = location(f"{s3}/shared/model.json", **fs_args())
+    theirs = location(f"{s3}/shared/model.json", **fs_args())  # another worker's client
+    atomic_write_bytes(mine.parent / "weights.bin", b"w")
+    assert mine.parent.is_dir() and not mine.is_file()  # the folder's listing is cached
+    atomic_write_bytes(theirs, b"{}")
+    assert mine.is_file()
+
+
 def test_a_filesystem_with_renames_writes_through_a_temporary_and_clears_killed_ones():
     target = location("memory://ieu-test-rename/run/payload.bin")
     assert not target.object_store

@@ -1,8 +1,11 @@
 """Train a small model with the engine, as one process or as one rank under torchrun,
 and write what rank 0 ends with to the JSON file named by the first argument: the
-final weights, the per-epoch losses, IEU's unlearning steps and XLF importances.
+final weights, the per-epoch losses, IEU's unlearning steps and XLF importances.  The
+phases: cross-entropy, IEU stage 2, ABL's flooding (a loss that is no mean over samples)
+and gradient ascent on a single sample (an empty shard on the second rank).
 tests/training/test_distributed.py compares the two."""
 
+import dataclasses
 import json
 import sys
 
@@ -11,6 +14,7 @@ import torch
 from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
+from ieu_potion.defences.abl import Ascent, IsolationObjective
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective
 from ieu_potion.training import distributed
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit
@@ -64,10 +68,16 @@ def main(out: str) -> None:
         device=torch.device("cpu"),
     )
     history = fit(net, train, ieu, config, views, name="ieu")
+    # ABL's isolation loss is no mean over samples: whole batches on every rank
+    flooding = fit(net, train, IsolationObjective("flooding", 1.3), config, views, name="flood")
+    # one sample for two ranks: one rank's shard is empty
+    single = dataclasses.replace(config, epochs=3, batch_size=1, warmup_epochs=0.0)
+    fit(net, train.subset([5]), Ascent(), single, views, name="ascent")
     result = {
         "ranks": world.size,
         "plain_loss": [e["train_loss"] for e in plain.epochs],
         "ieu_loss": [e["train_loss"] for e in history.epochs],
+        "flooding_loss": [e["train_loss"] for e in flooding.epochs],
         "unlearning_steps": [int(e["unlearning_steps"]) for e in history.epochs],
         "samples_queued": [int(e["samples_queued"]) for e in history.epochs],
         "gate_flagged": [int(e["gate_flagged"]) for e in history.epochs],

@@ -16,7 +16,7 @@ from ieu_potion.training.engine import (
     make_optimizer,
     set_hyperparameters,
 )
-from ieu_potion.training.views import ViewMaker
+from ieu_potion.training.views import ViewMaker, _uniform
 from tests.badinput import bad_input, rejects
 
 
@@ -229,6 +229,38 @@ def test_views_shapes_and_corruption_coverage():
     assert (changed > 0.0).all() and (changed <= 0.6).all()
     with pytest.raises(ValueError, match="unknown views"):
         views(images, ("rotated",), torch.Generator())
+
+
+def corrupt_with_torch_counting(views, x, g):
+    """The corrupted view as first written: coverage as torch's mean of a bool mask."""
+    b, _, h, w = x.shape
+    out = x.clone()
+    targets = _uniform(b, *views.corrupt_cover, g)
+    max_h, max_w = max(1, int(views.corrupt_side * h)), max(1, int(views.corrupt_side * w))
+    for i in range(b):
+        covered = torch.zeros(h, w, dtype=torch.bool)
+        while covered.float().mean() < targets[i]:
+            rh = int(torch.randint(1, max_h + 1, (1,), generator=g))
+            rw = int(torch.randint(1, max_w + 1, (1,), generator=g))
+            top = int(torch.randint(0, h - rh + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - rw + 1, (1,), generator=g))
+            covered[top : top + rh, left : left + rw] = True
+            if torch.rand(1, generator=g) < 0.5:
+                fill = torch.randn(3, rh, rw, generator=g)
+            else:
+                fill = torch.zeros(3, rh, rw)
+            out[i, :, top : top + rh, left : left + rw] = fill
+    return out
+
+
+@pytest.mark.parametrize("side", [7, 16, 30, 48])
+def test_corrupted_view_counts_coverage_in_numpy_with_the_same_result(side):
+    views = ViewMaker(size=(side, side), mean=(0.5,) * 3, std=(0.25,) * 3)
+    x = torch.rand(24, 3, side, side, generator=torch.Generator().manual_seed(side))
+    for seed in range(3):
+        fast = views.corrupt(x, torch.Generator().manual_seed(seed))
+        slow = corrupt_with_torch_counting(views, x, torch.Generator().manual_seed(seed))
+        assert torch.equal(fast, slow)
 
 
 def test_cpu_adamw_takes_the_multi_tensor_path_with_the_same_bytes():

@@ -135,9 +135,9 @@ class ImageFolderDataset(_SourceDataset):
 
 class _FileDataset(AbstractDataset):
     """An artifact at ``filepath``: a local path, or an fsspec URL (``s3://``, ``gs://``,
-    ``abfs://``... with its fsspec package installed) opened with ``credentials`` and
-    ``fs_args`` as Kedro's own data sets take them (``ieu_potion.io`` says how each kind
-    of filesystem keeps writes all-or-nothing)."""
+    ``abfs://``... with its fsspec package installed) whose filesystem is built with the
+    keyword arguments in ``credentials`` and ``fs_args`` (``ieu_potion.io`` says how each
+    kind of filesystem keeps writes all-or-nothing)."""
 
     def __init__(
         self,

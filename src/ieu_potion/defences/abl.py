@@ -61,6 +61,10 @@ def isolation_loss(loss: torch.Tensor, kind: str, gamma: float) -> torch.Tensor:
 
 
 class IsolationObjective(CrossEntropy):
+    # the floor applies to the whole batch's mean loss: under torchrun every rank
+    # computes whole batches (engine.fit)
+    shardable = False
+
     def __init__(self, kind: str, gamma: float) -> None:
         super().__init__(("plain",))
         self.kind, self.gamma = kind, gamma

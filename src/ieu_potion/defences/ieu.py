@@ -100,10 +100,10 @@ class UnlearnQueue:
         the queues hold fewer than ``capacity`` samples in all."""
         if distributed.world().size == 1:
             return self.capacity if len(self) >= self.capacity else None
+        if distributed.all_sum([len(self)])[0] < self.capacity:
+            return None
         mine = np.array([order for order, _, _, _ in self._items], dtype=np.int64)
         everyone = distributed.all_gather(mine)
-        if len(everyone) < self.capacity:
-            return None
         last = np.partition(everyone, self.capacity - 1)[self.capacity - 1]
         return int((mine <= last).sum())
 
@@ -188,7 +188,8 @@ class IEUObjective:
         return None if bool(flagged.all()) else loss
 
     def after_step(self, model: nn.Module, batch: Batch, info: StepInfo) -> None:
-        flagged = self._flagged.cpu().numpy()
+        # loss() did not see an empty shard (torchrun, a batch smaller than the ranks)
+        flagged = self._flagged.cpu().numpy() if len(batch.indices) else np.zeros(0, bool)
         self.seen.append(batch.indices)
         self.flagged_seen.append(flagged)
         if flagged.any():
@@ -229,6 +230,7 @@ class IEUObjective:
             ascent=True,
             share=count / self.capacity,
         )
+        distributed.average_buffers(model)  # only the ranks with samples moved them
         why = done.skipped
         if why is None:
             self.previous_loss = done.loss

@@ -6,9 +6,8 @@ shard of the samples (``shard``).  A step is one collective decision: each rank
 backpropagates its shard's mean loss weighted by its share of the batch, the gradients
 are summed across ranks in one flat buffer (``reduce_gradients``), so every rank applies
 the gradient a single process would compute on the whole batch and the weights stay
-equal everywhere.  Floating buffers (BatchNorm's running statistics) are averaged
-after each step; the batch statistics themselves are per shard, the one difference
-from a single process.
+equal everywhere.  BatchNorm's running statistics are averaged after each step; the
+batch statistics themselves are per shard, the one difference from a single process.
 
 The gradients are reduced explicitly rather than by ``DistributedDataParallel``'s
 reducer: IEU's unlearning steps give each rank its own share of the queued samples,
@@ -152,7 +151,9 @@ def broadcast_state(model: nn.Module) -> None:
     if world().size == 1:
         return
     for tensor in [*model.parameters(), *model.buffers()]:
-        dist.broadcast(tensor.data, src=0)
+        buffer = tensor.data.to(_device())
+        dist.broadcast(buffer, src=0)
+        tensor.data.copy_(buffer)
 
 
 def reduce_gradients(params: Sequence[nn.Parameter]) -> None:
@@ -177,11 +178,17 @@ def reduce_gradients(params: Sequence[nn.Parameter]) -> None:
 
 
 def average_buffers(model: nn.Module) -> None:
-    """Floating buffers (BatchNorm's running mean and variance) averaged over ranks."""
+    """BatchNorm's running means and variances averaged over the ranks."""
     here = world()
     if here.size == 1:
         return
-    buffers = [b for b in model.buffers() if b.is_floating_point()]
+    buffers = [
+        b
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        for b in (m.running_mean, m.running_var)
+        if b is not None
+    ]
     if not buffers:
         return
     flat = torch.cat([b.detach().reshape(-1) for b in buffers]).to(_device())

@@ -241,6 +241,11 @@ class StepInfo:
 
 
 class Objective(Protocol):
+    """What ``fit`` trains for.  ``loss`` is a mean over the batch's samples, so that
+    under torchrun each rank can take a shard (an objective whose loss is not, sets
+    ``shardable = False``); it is not called for an empty shard, but ``after_step`` is,
+    on every rank."""
+
     views: tuple[str, ...]
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor | None:
@@ -330,19 +335,18 @@ def fit(
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"{name}: the model has no trainable parameter")
     device = config.torch_device()
+    if device.type == "cuda" and distributed.world().size > 1:
+        device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU
     seed_everything(config.seed)
     model.to(device).train()
     optimizer = make_optimizer(model, device, config.optimizer, config.momentum)
     starts = batch_starts(len(data), config.batch_size)
     steps_per_epoch = len(starts) - 1
     world = distributed.world()
+    # an objective whose loss is no mean over samples (ABL's isolation) sees whole
+    # batches on every rank; each rank then carries 1/size of the gradient
+    shardable = getattr(objective, "shardable", True)
     if world.size > 1:
-        smallest = int(np.diff(starts).min())
-        if smallest < world.size:
-            raise ValueError(
-                f"{name}: a batch of {smallest} samples cannot be shared by {world.size} "
-                "ranks; raise batch_size or use fewer ranks"
-            )
         distributed.broadcast_state(model)
     schedule = Schedule(config, steps_per_epoch)
     images = torch.from_numpy(data.images)
@@ -367,7 +371,8 @@ def fit(
             # every rank draws the whole batch's views (the same random numbers as one
             # process), then keeps its shard
             batch_views = views(batch_images, objective.views, generator)
-            mine = world.shard(len(idx))
+            mine = world.shard(len(idx)) if shardable else slice(0, len(idx))
+            share = (mine.stop - mine.start) / len(idx) if shardable else 1 / world.size
             batch = Batch(
                 idx[mine],
                 batch_images[mine],
@@ -377,11 +382,9 @@ def fit(
             )
             lr, wd = schedule.lr(step), schedule.weight_decay(step)
             set_hyperparameters(optimizer, lr, wd)
-            with autocast(device):
-                loss = objective.loss(model, batch)
-            done = guarded_step(
-                loss, model, optimizer, config.clip, share=len(batch.indices) / len(idx)
-            )
+            with autocast(device):  # a rank's shard of a batch smaller than the ranks: empty
+                loss = objective.loss(model, batch) if len(batch.indices) else None
+            done = guarded_step(loss, model, optimizer, config.clip, share=share)
             distributed.average_buffers(model)
             if done.skipped is None:
                 losses.append(done.loss)
