@@ -253,11 +253,11 @@ def corrupt_with_torch_counting(views, x, g):
     return out
 
 
-@pytest.mark.parametrize("side", [7, 16, 30, 48])
+@pytest.mark.parametrize("side", [7, 30, 48])
 def test_corrupted_view_counts_coverage_in_numpy_with_the_same_result(side):
     views = ViewMaker(size=(side, side), mean=(0.5,) * 3, std=(0.25,) * 3)
-    x = torch.rand(24, 3, side, side, generator=torch.Generator().manual_seed(side))
-    for seed in range(3):
+    x = torch.rand(16, 3, side, side, generator=torch.Generator().manual_seed(side))
+    for seed in range(2):
         fast = views.corrupt(x, torch.Generator().manual_seed(seed))
         slow = corrupt_with_torch_counting(views, x, torch.Generator().manual_seed(seed))
         assert torch.equal(fast, slow)
