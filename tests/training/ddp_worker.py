@@ -28,7 +28,7 @@ class BrightCornerGate(nn.Module):
     """Flags, with confidence ~1, the images whose top-left pixel is bright."""
 
     def forward(self, x):
-        out = torch.zeros(len(x), CLASSES)
+        out = torch.zeros(len(x), CLASSES, device=x.device)
         out[:, 1] = torch.where(x[:, 0, 0, 0] > 0.6, 30.0, 0.0)
         return out
 
@@ -53,7 +53,8 @@ def main(out: str) -> None:
     train = data()
     views = ViewMaker(size=(8, 8), mean=(0.5,) * 3, std=(0.5,) * 3)
     # batches of 9, 9, 9, 9 and 12: two ranks get unequal shards (5 and 4)
-    config = TrainConfig(epochs=2, batch_size=9, lr=3e-3, warmup_epochs=0.5)
+    # fp32 on the CPU, where the comparison is tight (CUDA would train under bf16 autocast)
+    config = TrainConfig(epochs=2, batch_size=9, lr=3e-3, warmup_epochs=0.5, device="cpu")
     net = model()
     plain = fit(net, train, CrossEntropy(("clean",)), config, views, name="plain")
     ieu = IEUObjective(
@@ -65,7 +66,7 @@ def main(out: str) -> None:
         batch_size=config.batch_size,
         clip=config.clip,
         poisoned=train.images[:, 0, 0, 0] > 229,
-        device=torch.device("cpu"),
+        device=config.torch_device(),
     )
     history = fit(net, train, ieu, config, views, name="ieu")
     # ABL's isolation loss is no mean over samples: whole batches on every rank

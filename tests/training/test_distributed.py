@@ -19,7 +19,8 @@ ROOT = WORKER.parents[2]
 
 
 def torchrun(*args, ranks=2, timeout=240):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", str(ranks), *map(str, args)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)

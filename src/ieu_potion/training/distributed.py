@@ -68,8 +68,8 @@ def launched_ranks() -> int:
 
 def start(timeout_minutes: float = 30.0) -> World:
     """Join the process group that torchrun's variables describe: NCCL with one GPU per
-    rank (``LOCAL_RANK``) where CUDA is present, else gloo.  Outside torchrun, a world of
-    one and nothing is started."""
+    rank (``LOCAL_RANK``) where this machine has a GPU for each of its ranks, else gloo.
+    Outside torchrun, a world of one and nothing is started."""
     if dist.is_initialized() or launched_ranks() <= 1:
         return world()
     missing = [name for name in LAUNCH_VARIABLES if name not in os.environ]
@@ -78,7 +78,10 @@ def start(timeout_minutes: float = 30.0) -> World:
             f"WORLD_SIZE is {launched_ranks()} but {', '.join(missing)} are not set; "
             "start the run with torchrun (docs/scaling.md)"
         )
-    cuda = torch.cuda.is_available()
+    # NCCL needs a GPU of its own per rank; with fewer GPUs than ranks on this machine
+    # the ranks share them through gloo
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", launched_ranks()))
+    cuda = torch.cuda.is_available() and torch.cuda.device_count() >= local_ranks
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
