@@ -41,6 +41,17 @@ def test_every_shipped_environment_validates():
         assert set(params.data_poisoning.attacks) <= set(params.namespaces())
 
 
+@pytest.mark.parametrize("env", ["local", "cifar10", "gtsrb"])
+def test_a_nested_override_keeps_the_rest_of_its_block_in_every_environment(env):
+    plain, _ = project_config(env)
+    overrides = {"potion": {"ptn": {"rho": 0.25}}, "data_poisoning": {"gallery_examples": 3}}
+    params, _ = project_config(env, overrides)
+    assert params["potion"]["ptn"]["rho"] == 0.25
+    assert params["data_poisoning"]["gallery_examples"] == 3
+    plain["potion"]["ptn"]["rho"], plain["data_poisoning"]["gallery_examples"] = 0.25, 3
+    assert params == plain
+
+
 def test_counts_and_defaults_are_read(base):
     params = validate_parameters(changed(base, ("seeds", 3)))
     assert params.seeds == [0, 1, 2]

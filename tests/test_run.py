@@ -93,27 +93,13 @@ def test_default_data_poisoning_run(project):
 
 @pytest.mark.slow
 def test_cifar10_environment_on_a_small_folder(project, tmp_path_factory):
-    import yaml
-
     root = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py"
     make_cifar_folder(root, sizes=(400, 400), test=50)
-    # ISSBA's codec trains for 30 steps instead of 1200: this checks the wiring.  (Kedro
-    # puts a `--params` override into the run environment's parameters, which replace
-    # base's top-level keys whole, so the environment gets the whole block instead.)
-    base = ROOT / "conf" / "base" / "parameters_data_poisoning.yml"
-    block = yaml.safe_load(base.read_text())["data_poisoning"]
-    block["stega_codec"]["steps"] = 30
-    codec = project / "conf" / "cifar10" / "parameters_codec.yml"
-    codec.write_text(yaml.safe_dump({"data_poisoning": block}))
-    result = kedro(
-        project,
-        "--env",
-        "cifar10",
-        "--pipeline",
-        "data_poisoning",
-        "--params",
-        f"cifar10_root={root}",
-    )
+    # ISSBA's codec trains for 30 steps instead of 1200: this checks the wiring, and that
+    # one nested override keeps the rest of base's block under an environment that has
+    # parameters files of its own (ProjectConfigLoader)
+    params = f"cifar10_root={root},data_poisoning.stega_codec.steps=30"
+    result = kedro(project, "--env", "cifar10", "--pipeline", "data_poisoning", "--params", params)
     assert result.returncode == 0, result.stderr[-3000:]
     potion = ImageSet.load(project / "data/03_primary/potion_badnet/seed_0/poisoned_train.npz")
     assert potion.poisoned.sum() == 500 and len(potion) == 720

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import pydantic.dataclasses
 from kedro.config import OmegaConfigLoader
+from omegaconf import OmegaConf
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 
 _active: OmegaConfigLoader | None = None
@@ -30,6 +31,26 @@ class ProjectConfigLoader(OmegaConfigLoader):
         self._source_images: dict[str, Any] | None = None
         global _active
         _active = self
+
+    def __getitem__(self, key: str) -> Any:
+        """As Kedro's, except that ``--params`` overrides apply once, over base and the
+        environment merged.  Kedro merges them into base's and into the environment's
+        parameters separately, and the environment's top-level blocks then replace base's
+        whole: under an environment with parameters files of its own, ``--params
+        potion.ptn.rho=0.2`` would otherwise leave a ``potion`` block holding ``ptn.rho``
+        alone, every other setting back to its default."""
+        overrides = self.runtime_params
+        if key != "parameters" or not overrides or key in self.data:
+            return super().__getitem__(key)
+        self._runtime_params_oc = OmegaConf.create(
+            overrides
+        )  # `${runtime_params:}` still sees them
+        self.runtime_params = {}
+        try:
+            params = super().__getitem__(key)
+        finally:
+            self.runtime_params = overrides
+        return OmegaConf.to_container(OmegaConf.merge(params, overrides), resolve=True)
 
     def source_images(self) -> dict[str, Any]:
         """The catalog entry ``source_images``, read once (every pipeline template's
