@@ -42,9 +42,8 @@ class ProjectConfigLoader(OmegaConfigLoader):
         overrides = self.runtime_params
         if key != "parameters" or not overrides or key in self.data:
             return super().__getitem__(key)
-        self._runtime_params_oc = OmegaConf.create(
-            overrides
-        )  # `${runtime_params:}` still sees them
+        # the `${runtime_params:...}` resolver still sees them
+        self._runtime_params_oc = OmegaConf.create(overrides)
         self.runtime_params = {}
         try:
             params = super().__getitem__(key)

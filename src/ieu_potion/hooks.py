@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -22,7 +21,7 @@ class CleanupBeforeRunHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
-        if os.environ.get("RANK", "0") != "0":
+        if distributed.launched_rank() != 0:
             return  # under torchrun rank 0 writes, and rank 0 alone clears
         removed = []
         for name in sorted(pipeline.all_outputs()):

@@ -120,9 +120,8 @@ def location(
     """``filepath`` as a local ``Path`` (no protocol, or ``file://``) or as a
     ``RemotePath`` on the fsspec filesystem its protocol names, built with the keyword
     arguments in ``credentials`` and ``fs_args`` (``key``, ``secret``, ``client_kwargs``
-    for s3fs, say).  A protocol
-    whose fsspec package is missing raises ``ImportError`` naming the package.  A
-    ``RemotePath`` is returned as it is."""
+    for s3fs, say).  A protocol whose fsspec package is missing raises ``ImportError``
+    naming the package.  A ``RemotePath`` is returned as it is."""
     if isinstance(filepath, RemotePath):
         return filepath
     protocol, path = fsspec.core.split_protocol(str(filepath))

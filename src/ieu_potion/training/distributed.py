@@ -66,6 +66,12 @@ def launched_ranks() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun), readable before the
+    process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def start(timeout_minutes: float = 30.0) -> World:
     """Join the process group that torchrun's variables describe: NCCL with one GPU per
     rank (``LOCAL_RANK``) where this machine has a GPU for each of its ranks, else gloo.

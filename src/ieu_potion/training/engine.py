@@ -184,17 +184,13 @@ def guarded_step(
     the batch: the weighted gradients are summed over the ranks, and every decision is
     taken by all ranks together (``training.distributed``)."""
     optimizer.zero_grad(set_to_none=True)
-    ranks = distributed.world().size
     present = loss is not None
     finite = present and bool(torch.isfinite(loss.detach()))
-    learns = finite and loss.requires_grad
+    learns = mine = finite and loss.requires_grad  # mine: this rank backpropagates
     value = float(loss.detach()) * share if finite else 0.0
-    if ranks > 1:
+    if distributed.world().size > 1:  # the decisions of all ranks together
         counts = distributed.all_sum([present, present and not finite, learns, value])
         present, finite, learns, value = counts[0] > 0, counts[1] == 0, counts[2] > 0, counts[3]
-        mine = learns and loss is not None and loss.requires_grad
-    else:
-        mine = learns
     if not present:
         return Step("no sample to learn from")
     if not finite:
@@ -334,15 +330,15 @@ def fit(
         raise ValueError(f"{name}: the training set is empty")
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"{name}: the model has no trainable parameter")
+    world = distributed.world()
     device = config.torch_device()
-    if device.type == "cuda" and distributed.world().size > 1:
+    if device.type == "cuda" and world.size > 1:
         device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU
     seed_everything(config.seed)
     model.to(device).train()
     optimizer = make_optimizer(model, device, config.optimizer, config.momentum)
     starts = batch_starts(len(data), config.batch_size)
     steps_per_epoch = len(starts) - 1
-    world = distributed.world()
     # an objective whose loss is no mean over samples (ABL's isolation) sees whole
     # batches on every rank; each rank then carries 1/size of the gradient
     shardable = getattr(objective, "shardable", True)
