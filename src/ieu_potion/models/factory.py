@@ -26,6 +26,7 @@ from torch import nn
 
 from ieu_potion.data.errors import ArtifactError
 from ieu_potion.io import AnyPath, RemotePath, atomic_write_bytes, atomic_write_text, location
+from ieu_potion.models.small_maps import use_small_map_convolutions
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,9 @@ class ModelSpec:
 
 
 def build_model(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
-    """Instantiate ``spec`` with timm; ``pretrained`` asks timm to download weights."""
+    """Instantiate ``spec`` with timm; ``pretrained`` asks timm to download weights.  Its
+    convolutions take the weight gradient on small CPU feature maps as a matrix product
+    (``models.small_maps``; same parameters and forward values)."""
     spec.check()
     kwargs = dict(spec.kwargs)
     if spec.image_size is not None and spec.name.startswith(("vit_", "deit_")):
@@ -75,6 +78,7 @@ def build_model(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
     model = timm.create_model(
         spec.name, pretrained=pretrained, num_classes=spec.num_classes, **kwargs
     )
+    use_small_map_convolutions(model)
     model.spec = spec
     return model
 
