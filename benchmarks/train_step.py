@@ -1,6 +1,6 @@
 """One training step of the default's robust module on the CPU: torch's convolutions and
-the foreach AdamW (before) against small-map convolutions and the fused AdamW (the
-engine), and each change alone.
+the foreach AdamW (before) against small-map convolutions, the fused AdamW and
+channels-last weights (the engine), each change added in turn.
 
 resnet10t at 32 px, batch ``--batch``; forward, backward and AdamW step.  Each variant
 takes ``--steps`` steps from the same weights on the same batch, alternating over
@@ -22,18 +22,21 @@ import torch
 
 from ieu_potion.models.small_maps import use_small_map_convolutions
 
+# (small-map convolutions, AdamW's keyword, channels-last weights)
 VARIANTS = {
-    "torch convs, foreach AdamW": (False, {"foreach": True}),
-    "small-map convs, foreach": (True, {"foreach": True}),
-    "torch convs, fused AdamW": (False, {"fused": True}),
-    "small-map convs, fused (engine)": (True, {"fused": True}),
+    "torch convs, foreach AdamW": (False, {"foreach": True}, False),
+    "small-map convs, foreach": (True, {"foreach": True}, False),
+    "small-map convs, fused": (True, {"fused": True}, False),
+    "+ channels-last (engine)": (True, {"fused": True}, True),
 }
 
 
-def run(model, x, y, n: int, small_maps: bool, kind: dict) -> tuple[float, torch.nn.Module]:
+def run(model, x, y, n: int, small_maps: bool, kind: dict, channels_last: bool):
     model = copy.deepcopy(model)
     if small_maps:
         use_small_map_convolutions(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **kind)
     start = time.perf_counter()
     for _ in range(n):
@@ -52,13 +55,13 @@ def main() -> None:
     torch.manual_seed(0)
     model = timm.create_model("resnet10t", num_classes=10)
     x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
-    for small_maps, kind in VARIANTS.values():  # warm-up
-        run(model, x, y, 2, small_maps, kind)
+    for variant in VARIANTS.values():  # warm-up
+        run(model, x, y, 2, *variant)
     times = {name: [] for name in VARIANTS}
     final = {}
     for _ in range(args.repeats):
-        for name, (small_maps, kind) in VARIANTS.items():
-            seconds, final[name] = run(model, x, y, args.steps, small_maps, kind)
+        for name, variant in VARIANTS.items():
+            seconds, final[name] = run(model, x, y, args.steps, *variant)
             times[name].append(seconds)
     base_name = next(iter(VARIANTS))
     base = statistics.median(times[base_name])

@@ -74,10 +74,12 @@ def test_grouped_convolutions_stay_plain():
     assert not grouped[0]._small_map(torch.randn(1, 4, 1, 1), grouped[0].weight)
 
 
-def test_built_models_train_as_timm_does_with_the_same_state_dict():
+def test_built_models_are_channels_last_and_train_as_timm_does_with_the_same_state_dict():
     spec = ModelSpec("resnet10t", 10, image_size=32)
     model = build_model(spec)
     assert any(type(m) is SmallMapConv2d for m in model.modules())
+    weights = [p for p in model.parameters() if p.ndim == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
     reference = timm.create_model("resnet10t", num_classes=10)
     reference.load_state_dict(model.state_dict())
     assert list(reference.state_dict()) == list(model.state_dict())
