@@ -10,11 +10,18 @@ all at once or not at all; artifacts of several files (models, tables) rely on t
 commit mark, written last, as on a local disk.  Filesystems that are neither local nor
 object stores (``sftp``, ``hdfs``...) are written through a temporary name and a move,
 which is atomic only where that filesystem's rename is.
+
+Source data sets (CIFAR-10, image folders) at a URL are read from a local copy that
+``local_copy`` makes once per version of the remote folder, so that the readers' checks
+(regular files, sizes, layout) run on local files.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path, PurePosixPath
@@ -180,3 +187,52 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+SOURCE_CACHE = Path(tempfile.gettempdir()) / "ieu_potion-sources"
+
+
+def local_copy(folder: RemotePath, cache: str | os.PathLike | None = None) -> Path:
+    """A local copy of every file below the remote ``folder``, in ``cache`` (default: a
+    folder in the system's temporary directory), reused while the remote files keep their
+    names, sizes and versions (ETag or modification time) and made afresh when they
+    change.  The copy is made in a temporary folder and renamed into place, so a copy that
+    was interrupted never counts, and of two processes copying at once one copy is kept.
+    ``FileNotFoundError`` where ``folder`` is no folder; ``ValueError`` for a remote name
+    that would land outside the copy (``..``)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    listing = folder.fs.find(folder.path, detail=True)
+    root = folder.path.rstrip("/")
+    files = {}
+    for name, info in sorted(listing.items()):
+        relative = PurePosixPath(name[len(root) :].lstrip("/"))
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise ValueError(f"{folder}: the name {name!r} would be copied outside the folder")
+        version = (
+            info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
+        )
+        files[str(relative)] = (name, info.get("size"), str(version))
+    stamp = json.dumps([str(folder), {k: v[1:] for k, v in files.items()}], sort_keys=True)
+    cache = Path(cache) if cache is not None else SOURCE_CACHE
+    target = cache / f"{folder.name}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
+    if target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache))
+    try:
+        local = [staging / relative for relative in files]
+        for path in local:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if files:
+            folder.fs.get([name for name, _, _ in files.values()], [str(p) for p in local])
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if target.is_dir():  # another process finished the same copy first
+            return target
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target

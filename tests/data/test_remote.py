@@ -17,9 +17,12 @@ from kedro.io import DataCatalog, DatasetError
 from moto.server import ThreadedMotoServer
 
 from ieu_potion.attacks.stega import CodecConfig, StegaCodec
+from ieu_potion.data import DataLayoutError
 from ieu_potion.data.datasets import (
     ArraysDataset,
+    Cifar10Dataset,
     HtmlDataset,
+    ImageFolderDataset,
     ImageSetDataset,
     JsonDataset,
     ModelDataset,
@@ -29,9 +32,17 @@ from ieu_potion.data.datasets import (
     StegaCodecDataset,
     TableDataset,
 )
-from ieu_potion.io import RemotePath, atomic_write_bytes, location, remove_temporaries
+from ieu_potion.io import (
+    RemotePath,
+    atomic_write_bytes,
+    local_copy,
+    location,
+    remove_temporaries,
+)
 from ieu_potion.models import ModelSpec, build_model
 from ieu_potion.results import RunKey
+from tests.data.test_cifar10 import make_cifar_folder
+from tests.data.test_folders import make_folder
 
 PROJECT = Path(__file__).resolve().parents[2]
 BUCKET = "ieu-runs"
@@ -193,3 +204,70 @@ def test_the_project_catalog_writes_to_the_bucket_that_data_root_names(s3, tmp_p
     assert str(poisoned._filepath) == f"{s3}/03_primary/blended/seed_0/poisoned_train.npz"
     catalog.save("blended.seed_0.poisoned_train", small_set)
     assert np.array_equal(catalog.load("blended.seed_0.poisoned_train").labels, small_set.labels)
+
+
+def same_sets(a, b) -> bool:
+    return all(
+        np.array_equal(a[split].images, b[split].images)
+        and np.array_equal(a[split].labels, b[split].labels)
+        for split in ("train", "test")
+    )
+
+
+def test_source_folders_at_a_url_are_read_from_a_local_copy_made_once(s3, tmp_path):
+    local = tmp_path / "signs"
+    make_folder(local, "train", ["00", "01"], per_class=3)
+    make_folder(local, "test", ["00", "01"], per_class=2)
+    remote = location(f"{s3}/signs", **fs_args())
+    remote.fs.put(str(local) + "/", remote.path, recursive=True)
+    cache = tmp_path / "cache"
+    settings = {"image_size": 16, "test_dir": "test", "cache": str(cache), "fs_args": fs_args()}
+    source = ImageFolderDataset(path=f"{s3}/signs", **settings)
+    source.check()
+    expected = ImageFolderDataset(path=str(local), image_size=16, test_dir="test").load()
+    assert same_sets(source.load(), expected)
+    copies = list(cache.iterdir())
+    assert len(copies) == 1 and not list(cache.glob(".*"))  # no temporary left behind
+    assert same_sets(ImageFolderDataset(path=f"{s3}/signs", **settings).load(), expected)
+    assert list(cache.iterdir()) == copies  # the second reader reused the copy
+    # a changed remote file makes a new copy, with the new image
+    remote.fs.pipe_file(
+        f"{remote.path}/train/01/img0.png", (local / "test/00/img0.png").read_bytes()
+    )
+    changed = ImageFolderDataset(path=f"{s3}/signs", **settings).load()
+    assert len(list(cache.iterdir())) == 2 and not same_sets(changed, expected)
+
+
+def test_a_cifar10_folder_at_a_url_reads_as_the_local_one(s3, tmp_path):
+    make_cifar_folder(tmp_path / "cifar-10-batches-py")
+    remote = location(f"{s3}/cifar-10-batches-py", **fs_args())
+    remote.fs.put(str(tmp_path / "cifar-10-batches-py") + "/", remote.path, recursive=True)
+    source = Cifar10Dataset(path=str(remote), fs_args=fs_args(), cache=str(tmp_path / "cache"))
+    source.check()
+    assert same_sets(
+        source.load(), Cifar10Dataset(path=str(tmp_path / "cifar-10-batches-py")).load()
+    )
+
+
+def test_a_missing_source_folder_at_a_url_names_the_url_and_the_layout(s3, tmp_path):
+    source = ImageFolderDataset(
+        path=f"{s3}/nowhere", image_size=16, fs_args=fs_args(), cache=str(tmp_path / "cache")
+    )
+    with pytest.raises(DataLayoutError, match=r"nowhere does not exist; expected a folder holding"):
+        source.check()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_remote_name_that_would_leave_the_copy_is_refused(tmp_path, monkeypatch):
+    folder = location("memory://escape/data")
+    folder.fs.pipe_file("/escape/data/train/a.png", b"x")
+    # a listing as a store whose keys may hold ".." could return it
+    listing = {"/escape/data/train/a.png": {"size": 1}, "/escape/data/../outside.png": {"size": 1}}
+    monkeypatch.setattr(folder.fs, "find", lambda path, detail: listing)
+    try:
+        with pytest.raises(ValueError, match="would be copied outside the folder"):
+            local_copy(folder, tmp_path)
+        assert not list(tmp_path.iterdir())
+    finally:
+        monkeypatch.undo()
+        folder.fs.rm("/escape", recursive=True)

@@ -32,6 +32,7 @@ from ieu_potion.io import (
     AnyPath,
     atomic_write_bytes,
     atomic_write_text,
+    local_copy,
     location,
     remove_temporaries,
 )
@@ -77,25 +78,59 @@ class DigitsDataset(_SourceDataset):
         return dict(self._settings)
 
 
-class Cifar10Dataset(_SourceDataset):
-    """A ``cifar-10-batches-py`` folder, read from its batch files without unpickling code."""
+class _FolderSource(_SourceDataset):
+    """A source read from a folder: a local path, or an fsspec URL (``s3://...``) whose
+    files are copied to a local cache first (``io.local_copy``: once per version of the
+    remote files) and then read and checked as a local folder is."""
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
-        self._path = Path(path)
+    def __init__(
+        self,
+        path: str,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        cache: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._path = location(path, credentials, **(fs_args or {}))
+        self._cache = cache
+        self._copy: Path | None = None
         self.metadata = metadata
 
-    def check(self) -> None:
-        """The batch files exist, are regular files and are under the size limit."""
-        cifar10.check_folder(self._path)
+    def _layout(self) -> str:
+        raise NotImplementedError
 
-    def load(self) -> dict[str, ImageSet]:
-        return cifar10.read_cifar10(self._path)
+    def _folder(self) -> Path:
+        """The local folder to read: the path itself, or the copy of the URL's files."""
+        if isinstance(self._path, Path):
+            return self._path
+        if self._copy is None:
+            try:
+                self._copy = local_copy(self._path, self._cache)
+            except FileNotFoundError:
+                raise DataLayoutError(
+                    f"folder {self._path} does not exist; expected {self._layout()}"
+                ) from None
+        return self._copy
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}
 
 
-class ImageFolderDataset(_SourceDataset):
+class Cifar10Dataset(_FolderSource):
+    """A ``cifar-10-batches-py`` folder, read from its batch files without unpickling code."""
+
+    def _layout(self) -> str:
+        return cifar10.LAYOUT
+
+    def check(self) -> None:
+        """The batch files exist, are regular files and are under the size limit."""
+        cifar10.check_folder(self._folder())
+
+    def load(self) -> dict[str, ImageSet]:
+        return cifar10.read_cifar10(self._folder())
+
+
+class ImageFolderDataset(_FolderSource):
     """Class-per-subfolder images (GTSRB, TinyImageNet, Imagenette), resized on load."""
 
     def __init__(
@@ -106,10 +141,9 @@ class ImageFolderDataset(_SourceDataset):
         test_dir: str | None = "val",
         test_fraction: float = 0.2,
         seed: int = 0,
-        metadata: dict[str, Any] | None = None,
+        **source: Any,
     ) -> None:
-        self._path = Path(path)
-        self.metadata = metadata
+        super().__init__(path, **source)
         self._kwargs = {
             "image_size": image_size,
             "train_dir": train_dir,
@@ -118,19 +152,21 @@ class ImageFolderDataset(_SourceDataset):
             "seed": seed,
         }
 
+    def _layout(self) -> str:
+        return folders.layout(self._kwargs["train_dir"], self._kwargs["test_dir"])
+
     def check(self) -> None:
-        expected = folders.layout(self._kwargs["train_dir"], self._kwargs["test_dir"])
+        folder = self._folder()
         for split in (self._kwargs["train_dir"], self._kwargs["test_dir"]):
-            if split and not (self._path / split).is_dir():
-                raise DataLayoutError(
-                    f"folder {self._path / split} does not exist; expected {expected}"
-                )
+            if split and not (folder / split).is_dir():
+                where = self._path / split
+                raise DataLayoutError(f"folder {where} does not exist; expected {self._layout()}")
 
     def load(self) -> dict[str, ImageSet]:
-        return folders.read_image_folders(self._path, **self._kwargs)
+        return folders.read_image_folders(self._folder(), **self._kwargs)
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), **self._kwargs}
+        return {**super()._describe(), **self._kwargs}
 
 
 class _FileDataset(AbstractDataset):
