@@ -1,9 +1,10 @@
-"""Compare two variants of the code or settings over seeds, from finished runs' results.
+"""Compare two variants of the code or settings over seeds, from runs' results.
 
-Each variant is one or more data folders of finished `kedro run`s (their
-``08_reporting/tables/results_long.csv``), e.g. a seed-0 run and a ``seeds=[1,2]`` run of
-the same configuration.  Rows are pooled over seeds per namespace, method, discovery share
-and metric; for each, the script prints both variants' means with 95% Student-t
+Each variant is one or more data folders of `kedro run`s, e.g. a seed-0 run and a
+``seeds=[1,2]`` run of the same configuration.  A finished run is read from its
+``08_reporting/tables/results_long.csv``; a run still going, or stopped, from the results
+files its finished nodes wrote (``07_model_output/<ns>/seed_<s>/results_*.parquet``).
+Rows are pooled over seeds per namespace, method, discovery share and metric; for each, the script prints both variants' means with 95% Student-t
 intervals, the difference, and whether the intervals overlap.  Timing metrics are left
 out (they measure the machine); ``--metrics`` narrows the list.
 
@@ -24,15 +25,22 @@ from ieu_potion.results import TIMING_METRICS
 
 GROUP = ["namespace", "method", "discovery_share", "metric"]
 RESULTS = Path("08_reporting/tables/results_long.csv")
+NODE_RESULTS = "07_model_output/*/seed_*/results_*.parquet"
 
 
 def load(folders: list[Path]) -> pd.DataFrame:
     frames = []
     for folder in folders:
         path = folder / RESULTS
-        if not path.is_file():
-            raise SystemExit(f"{path} not found: give the data folder of a finished run")
-        frames.append(pd.read_csv(path))
+        if path.is_file():
+            frames.append(pd.read_csv(path))
+            continue
+        parts = sorted(folder.glob(NODE_RESULTS))
+        if not parts:
+            raise SystemExit(
+                f"neither {path} nor {folder / NODE_RESULTS} found: give a run's data folder"
+            )
+        frames += [pd.read_parquet(part) for part in parts]
     rows = pd.concat(frames, ignore_index=True)
     twice = rows.duplicated(GROUP + ["seed"])
     if twice.any():

@@ -64,4 +64,17 @@ def test_a_seed_in_two_runs_of_one_variant_is_refused(tmp_path):
     done = compare("--a", one, again, "--b", one)
     assert done.returncode != 0 and "seed(s) [0]" in done.stderr
     done = compare("--a", one, "--b", tmp_path / "missing")
-    assert done.returncode != 0 and "results_long.csv not found" in done.stderr
+    assert done.returncode != 0 and "results_long.csv nor" in done.stderr
+
+
+def test_an_unfinished_run_is_read_from_its_nodes_results(tmp_path):
+    finished = run_folder(tmp_path, "finished", [("ns", "none", 0, "clean_accuracy", 0.9)])
+    going = tmp_path / "going" / "07_model_output" / "ns" / "seed_0"
+    going.mkdir(parents=True)
+    row = {"namespace": "ns", "method": "none", "discovery_share": "none", "seed": 0}
+    pd.DataFrame([{**row, "metric": "clean_accuracy", "value": 0.7}]).to_parquet(
+        going / "results_none.parquet"
+    )
+    done = compare("--a", finished, "--b", tmp_path / "going")
+    assert done.returncode == 0, done.stderr
+    assert "-0.200" in done.stdout and "1/1" in done.stdout

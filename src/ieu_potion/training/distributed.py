@@ -95,6 +95,9 @@ def start(timeout_minutes: float = 30.0) -> World:
     log.info(
         "rank %d of %d joined the process group (%s)", here.rank, here.size, dist.get_backend()
     )
+    if not here.main:
+        # one copy of the run's log, from rank 0; the others report warnings and errors
+        logging.disable(logging.INFO)
     return here
 
 
@@ -113,6 +116,7 @@ def join(enabled: bool) -> World:
 def stop() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        logging.disable(logging.NOTSET)
 
 
 def _device() -> torch.device:
