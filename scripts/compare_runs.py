@@ -4,9 +4,10 @@ Each variant is one or more data folders of `kedro run`s, e.g. a seed-0 run and 
 ``seeds=[1,2]`` run of the same configuration.  A finished run is read from its
 ``08_reporting/tables/results_long.csv``; a run still going, or stopped, from the results
 files its finished nodes wrote (``07_model_output/<ns>/seed_<s>/results_*.parquet``).
-Rows are pooled over seeds per namespace, method, discovery share and metric; for each, the script prints both variants' means with 95% Student-t
-intervals, the difference, and whether the intervals overlap.  Timing metrics are left
-out (they measure the machine); ``--metrics`` narrows the list.
+Rows are pooled over seeds per namespace, method, discovery share and metric; for each,
+the script prints both variants' means with 95% Student-t intervals, the difference, and
+whether the intervals overlap.  Timing metrics are left out (they measure the machine);
+``--metrics`` narrows the list.
 
     .venv/bin/python scripts/compare_runs.py --a /tmp/old0/data /tmp/old12/data \\
         --b /tmp/new0/data /tmp/new12/data --markdown
