@@ -52,15 +52,12 @@ def load(folders: list[Path]) -> pd.DataFrame:
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, metrics: list[str] | None) -> pd.DataFrame:
     out = []
-    keys = sorted(set(map(tuple, a[GROUP].values)) | set(map(tuple, b[GROUP].values)))
     by_a, by_b = a.groupby(GROUP).value, b.groupby(GROUP).value
-    for key in keys:
+    for key in sorted(set(by_a.groups) & set(by_b.groups)):  # metrics both variants have
         if metrics and key[-1] not in metrics:
             continue
-        ma, ha, na = interval(by_a.get_group(key)) if key in by_a.groups else (None,) * 3
-        mb, hb, nb = interval(by_b.get_group(key)) if key in by_b.groups else (None,) * 3
-        if ma is None or mb is None:
-            continue
+        ma, ha, na = interval(by_a.get_group(key))
+        mb, hb, nb = interval(by_b.get_group(key))
         out.append(
             {
                 **dict(zip(GROUP, key, strict=True)),

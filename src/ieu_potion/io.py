@@ -227,12 +227,9 @@ def local_copy(folder: RemotePath, cache: str | os.PathLike | None = None) -> Pa
         if files:
             folder.fs.get([name for name, _, _ in files.values()], [str(p) for p in local])
         staging.rename(target)
-    except OSError:
+    except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        if target.is_dir():  # another process finished the same copy first
+        if isinstance(error, OSError) and target.is_dir():  # another process copied first
             return target
-        raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
