@@ -6,6 +6,8 @@ resnet10t at 32 px, batch ``--batch``; forward, backward and AdamW step.  Each v
 takes ``--steps`` steps from the same weights on the same batch, alternating over
 ``--repeats`` rounds; prints the median milliseconds per step, the ratio to the first
 variant and the largest relative difference of the weights from it after the steps.
+Then the engine variant's floating-point work per step (torch's FLOP counter) against a
+float32 matrix product's rate on this machine: how close the step runs to the CPU's peak.
 
     .venv/bin/python benchmarks/train_step.py --steps 20 --repeats 3
 """
@@ -19,6 +21,7 @@ import time
 
 import timm
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ieu_potion.models.small_maps import use_small_map_convolutions
 
@@ -44,6 +47,26 @@ def run(model, x, y, n: int, small_maps: bool, kind: dict, channels_last: bool):
         torch.nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
     return (time.perf_counter() - start) / n, model
+
+
+def matmul_rate(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a float32 square matrix product, the CPU's practical peak."""
+    a = torch.randn(size, size)
+    a @ a
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return repeats * 2 * size**3 / (time.perf_counter() - start)
+
+
+def step_flops(model, x, y) -> int:
+    """Floating-point operations of one forward, backward and AdamW step."""
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    return counter.get_total_flops()
 
 
 def main() -> None:
@@ -74,6 +97,12 @@ def main() -> None:
             for k, p in final[name].named_parameters()
         )
         print(f"{name:<34} {1000 * ms:8.1f} ms/step  ratio {ms / base:5.2f}  weights {diff:.1e}")
+    flops, peak = step_flops(model, x, y), matmul_rate()
+    achieved = flops / statistics.median(times["+ channels-last (engine)"])
+    print(
+        f"engine: {flops / 1e9:.2f} GFLOP/step, {achieved / 1e9:.1f} GFLOP/s; float32 matmul "
+        f"{peak / 1e9:.1f} GFLOP/s: the step runs at {achieved / peak:.0%} of it"
+    )
 
 
 if __name__ == "__main__":
