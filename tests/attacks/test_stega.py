@@ -31,7 +31,7 @@ def smooth_images(n, seed):
 
 @pytest.fixture(scope="module")
 def codec():
-    config = CodecConfig(bits=8, width=16, steps=1200, batch_size=32, lr=2e-3, seed=1)
+    config = CodecConfig(bits=8, width=16, steps=700, batch_size=32, lr=2e-3, seed=1)
     return train_codec(smooth_images(400, seed=0), config)
 
 
