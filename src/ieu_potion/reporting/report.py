@@ -14,7 +14,6 @@ from typing import Any
 import pandas as pd
 import plotly.io as pio
 import yaml
-from plotly.offline import get_plotlyjs
 
 from ieu_potion.reporting.figures import reading
 
@@ -97,6 +96,8 @@ def render(
     nav = " ".join(f'<a href="#{anchor(t)}">{html.escape(t)}</a>' for t in titles)
     seed_list = "".join(f"<li><code>{html.escape(s)}</code></li>" for s in seeds(parameters))
     config = html.escape(yaml.safe_dump(parameters, sort_keys=False, default_flow_style=None))
+    from plotly.offline import get_plotlyjs  # imported here: it loads IPython where present
+
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 LEVEL = 0.95
 
@@ -25,6 +24,8 @@ def interval(values) -> tuple[float, float, int]:
         return math.nan, math.nan, 0
     if n == 1:
         return float(v[0]), math.nan, 1
+    from scipy import stats  # imported here: a second of every `kedro` start-up otherwise
+
     half = stats.t.ppf(0.5 + LEVEL / 2, n - 1) * v.std(ddof=1) / math.sqrt(n)
     return float(v.mean()), float(half), n
 
