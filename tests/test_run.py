@@ -178,8 +178,8 @@ potion:
   ssd_alphas: [10]
   eu_shares: [share_0.5]
   tradeoff_shares: [share_0.5]
-  # the tiny models stay near chance, so PTN's searches give up: 8 steps test that path
-  ptn: {rho: 0.1, max_steps: 8, parallel: 4}
+  # the tiny models stay near chance, so PTN's searches give up: 4 steps test that path
+  ptn: {rho: 0.1, max_steps: 4, parallel: 4}
 """
 
 
