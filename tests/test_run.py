@@ -89,7 +89,7 @@ def test_default_data_poisoning_run_and_a_repeat_of_one_attack(project, tmp_path
     """Every attack on the embedded default data; then, in a fresh copy, a run whose attack
     list (read from the run's parameters) names one attack writes that attack alone, byte
     for byte as the whole run did."""
-    # ISSBA's codec trains for 30 steps instead of 900: this checks the wiring
+    # ISSBA's codec trains for 30 steps instead of 1200: this checks the wiring
     codec = "data_poisoning.stega_codec.steps=30"
     result = kedro(project, "--pipeline", "data_poisoning", "--params", codec)
     assert result.returncode == 0, result.stderr[-3000:]
