@@ -1,11 +1,14 @@
 """One training step of the default's robust module on the CPU: torch's convolutions and
 the foreach AdamW (before) against small-map convolutions, the fused AdamW and
-channels-last weights (the engine), each change added in turn.
+channels-last weights (the engine), each change added in turn; then the model under
+``torch.compile`` (inductor's C++ code for the CPU), with torch's convolutions and with
+the engine's.
 
 resnet10t at 32 px, batch ``--batch``; forward, backward and AdamW step.  Each variant
 takes ``--steps`` steps from the same weights on the same batch, alternating over
-``--repeats`` rounds; prints the median milliseconds per step, the ratio to the first
-variant and the largest relative difference of the weights from it after the steps.
+``--repeats`` rounds, after a warm-up that also compiles; prints the median milliseconds
+per step, the ratio to the first variant and the largest relative difference of the
+weights from it after the steps.
 Then the engine variant's floating-point work per step (torch's FLOP counter: convolutions
 and matrix products) against a float32 matrix product's rate on this machine: how close
 the step runs to the CPU's peak.
@@ -27,26 +30,29 @@ from torch.utils.flop_counter import FlopCounterMode
 from ieu_potion.models.small_maps import use_small_map_convolutions
 
 ENGINE = "+ channels-last (engine)"
-# (small-map convolutions, AdamW's keyword, channels-last weights)
+# (small-map convolutions, AdamW's keyword, channels-last weights, torch.compile)
 VARIANTS = {
-    "torch convs, foreach AdamW": (False, {"foreach": True}, False),
-    "small-map convs, foreach": (True, {"foreach": True}, False),
-    "small-map convs, fused": (True, {"fused": True}, False),
-    ENGINE: (True, {"fused": True}, True),
+    "torch convs, foreach AdamW": (False, {"foreach": True}, False, False),
+    "small-map convs, foreach": (True, {"foreach": True}, False, False),
+    "small-map convs, fused": (True, {"fused": True}, False, False),
+    ENGINE: (True, {"fused": True}, True, False),
+    "compiled, torch convs, fused, CL": (False, {"fused": True}, True, True),
+    "compiled engine": (True, {"fused": True}, True, True),
 }
 
 
-def run(model, x, y, n: int, small_maps: bool, kind: dict, channels_last: bool):
+def run(model, x, y, n: int, small_maps: bool, kind: dict, channels_last: bool, compiled: bool):
     model = copy.deepcopy(model)
     if small_maps:
         use_small_map_convolutions(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, **kind)
+    forward = torch.compile(model) if compiled else model
     start = time.perf_counter()
     for _ in range(n):
         optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        torch.nn.functional.cross_entropy(forward(x), y).backward()
         optimizer.step()
     return (time.perf_counter() - start) / n, model
 
@@ -79,8 +85,9 @@ def main() -> None:
     torch.manual_seed(0)
     model = timm.create_model("resnet10t", num_classes=10)
     x, y = torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))
-    for variant in VARIANTS.values():  # warm-up
-        run(model, x, y, 2, *variant)
+    for name, variant in VARIANTS.items():  # warm-up; the compiled variants compile here
+        seconds, _ = run(model, x, y, 2, *variant)
+        print(f"warm-up of {name}: {2 * seconds:.1f} s", flush=True)
     times = {name: [] for name in VARIANTS}
     final = {}
     for _ in range(args.repeats):
