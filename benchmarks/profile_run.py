@@ -16,21 +16,14 @@ import cProfile
 import io
 import os
 import pstats
-import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def scratch_project(where: Path) -> Path:
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(ROOT / name, where / name)
-    shutil.copytree(ROOT / "conf", where / "conf", ignore=shutil.ignore_patterns("local"))
-    (where / "conf" / "local").mkdir()
-    (where / "src").mkdir()
-    return where
+from tests.test_run import scratch_project  # noqa: E402
 
 
 def run(project: Path, env: str | None, pipeline: str | None) -> None:
