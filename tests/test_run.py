@@ -60,12 +60,16 @@ def project(tmp_path):
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
+def kedro_env(extra=None) -> dict[str, str]:
+    """This process's environment with Kedro's telemetry off, and ``extra`` over it."""
+    return {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **(extra or {})}
+
+
 def kedro(project, *args, env=None):
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "kedro", "run", *args],
         cwd=project,
-        env=env,
+        env=kedro_env(env),
         capture_output=True,
         text=True,
         timeout=600,
@@ -305,25 +309,24 @@ REFUSALS = [
 def refused(tmp_path_factory) -> dict[tuple[str, ...], tuple[Path, dict]]:
     """Each refusal's command line (its arguments) run in its own fresh project: (project,
     result)."""
-    commands = {}
-    for case in REFUSALS:
-        project = with_tiny_env(scratch_project(tmp_path_factory.mktemp("refused")))
-        commands[tuple(case.values[0])] = (str(project), case.values[0])
+    projects = {
+        tuple(case.values[0]): with_tiny_env(scratch_project(tmp_path_factory.mktemp("refused")))
+        for case in REFUSALS
+    }
     results = tmp_path_factory.mktemp("refusals") / "results.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "kedro_runs.py"), str(results)],
-        input=json.dumps(list(commands.values())),
-        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
+        input=json.dumps([[str(project), list(args)] for args, project in projects.items()]),
+        env=kedro_env(),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    outcomes = json.loads(results.read_text())
     return {
-        args: (Path(project), outcome)
-        for (args, (project, _)), outcome in zip(
-            commands.items(), json.loads(results.read_text()), strict=True
-        )
+        args: (project, outcome)
+        for (args, project), outcome in zip(projects.items(), outcomes, strict=True)
     }
 
 
@@ -383,19 +386,18 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_run, tmp_path_factory):
 def assert_two_ranks_match(project, history, tmp_path_factory):
     """The ieu_finetune pipeline as two gloo ranks under torchrun: rank 0 writes each
     artifact once, IEU takes the same unlearning steps as in the one-process ``project``,
-    and the losses stay within 1% (the
-    ResNet's BatchNorm normalises each rank's half batch by its own statistics, the
-    one difference from one process; tests/training/test_distributed.py checks the
-    engine to 1e-5 on a model without BatchNorm)."""
+    and the losses stay within 1% (the ResNet's BatchNorm normalises each rank's half
+    batch by its own statistics, the one difference from one process;
+    tests/training/test_distributed.py checks the engine to 1e-5 on a model without
+    BatchNorm)."""
     import pandas as pd
 
     ranks = fresh_copy(project, tmp_path_factory.mktemp("ranks") / "p")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", "2", "-m", "kedro", "run", "--env", "tiny"]
     command += ["--pipeline", "ieu_finetune", "--params", "distributed=true"]
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **ONE_THREAD}
     result = subprocess.run(
-        command, cwd=ranks, env=env, capture_output=True, text=True, timeout=600
+        command, cwd=ranks, env=kedro_env(ONE_THREAD), capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
     log = " ".join((result.stdout + result.stderr).split())
@@ -615,7 +617,7 @@ def test_a_dask_run_repeats_the_sequential_run_byte_for_byte(tiny_run, tiny_dask
         for p in (tiny_run, tiny_dask_run)
     )
     assert set(two.seed) == {0, 1} and set(one.seed) == {0}
-    assert without_timing(two[two.seed == 0].reset_index(drop=True)) == without_timing(one)
+    assert without_timing(two[two.seed == 0]) == without_timing(one)
     sequential, dask = model_files(tiny_run), model_files(tiny_dask_run)
     assert len(sequential) == 12  # backbone, none, abl, ibau, IEU gate, IEU: weights, spec
     assert {name: dask[name] for name in sequential} == sequential
@@ -635,7 +637,7 @@ def test_a_killed_run_resumes_to_the_same_results(tiny_run, tmp_path_factory):
         run = subprocess.Popen(
             [sys.executable, "-m", "kedro", "run", *ieu],
             cwd=resumed,
-            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **ONE_THREAD},
+            env=kedro_env(ONE_THREAD),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -655,9 +657,9 @@ def test_a_killed_run_resumes_to_the_same_results(tiny_run, tmp_path_factory):
     assert "Running node: backbone" not in result.stdout + result.stderr, "done work is kept"
     rows = [pd.read_parquet(p / RUN / "results_ieu.parquet") for p in (resumed, tiny_run)]
     assert without_timing(rows[0]) == without_timing(rows[1])
-    models = model_files(resumed)
+    models, uninterrupted = model_files(resumed), model_files(tiny_run)
     assert len(models) == 6  # backbone, IEU gate, IEU
-    assert models == {name: model_files(tiny_run)[name] for name in models}
+    assert models == {name: uninterrupted[name] for name in models}
     assert list((resumed / "data").rglob("*.tmp")) == []
 
 
@@ -729,7 +731,7 @@ def test_full_run_writes_the_report_and_kedro_viz_shows_its_lineage(tiny_dask_ru
     build = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "viz_build.py")],
         cwd=tiny_dask_run,
-        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"},
+        env=kedro_env(),
         capture_output=True,
         text=True,
         timeout=300,
