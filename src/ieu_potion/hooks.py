@@ -1,13 +1,19 @@
-"""Checks that run before any node: bad input is reported before work starts."""
+"""Checks that run before any node (bad input is reported before work starts), and the
+run's progress after every node."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
 from ieu_potion.data.errors import DataLayoutError
+from ieu_potion.io import atomic_write_text
 from ieu_potion.schema import validate_parameters
 from ieu_potion.training import distributed
 from ieu_potion.training.engine import set_deterministic
@@ -69,3 +75,98 @@ class ValidateBeforeRunHook:
     @hook_impl
     def on_pipeline_error(self) -> None:
         distributed.stop()
+
+
+# Node seconds of earlier runs, per configuration, in the project folder (beside run.log).
+RUN_TIMES = "run_times.json"
+KEPT_CONFIGURATIONS = 20
+
+
+def configuration_key(env: str | None, parameters: dict[str, Any]) -> str:
+    """A hash of the environment and every parameter: runs with equal keys do the same work."""
+    text = json.dumps([env, parameters], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+class ProgressHook:
+    """After every node, one log line: how many of the run's nodes are done, the node's
+    time, the time since the run started and, where an earlier run of the same
+    configuration recorded its node times (``run_times.json``), an estimate of the time
+    left (the sum of the recorded times of the nodes still to run).  The times are saved
+    after every node, so a killed run still leaves them to the run that resumes it.
+
+    Only the process that runs the pipeline logs: Dask workers run their nodes with hooks
+    of their own, which never saw the pipeline start, and stay quiet."""
+
+    def __init__(self) -> None:
+        self._run: dict[str, Any] | None = None
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if distributed.launched_rank() != 0:
+            return
+        parameters = catalog.load("parameters") if "parameters" in catalog else {}
+        path = Path(run_params.get("project_path") or ".") / RUN_TIMES
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            stored = {}  # none yet, or unreadable: this run starts a new record
+        if not isinstance(stored, dict):
+            stored = {}
+        key = configuration_key(run_params.get("env"), parameters)
+        recorded = stored.pop(key, {})
+        self._run = {
+            "path": path,
+            "key": key,
+            "stored": stored,
+            "recorded": recorded if isinstance(recorded, dict) else {},
+            "nodes": [node.name for node in pipeline.nodes],
+            "seconds": {},
+            "node_start": {},
+            "start": time.monotonic(),
+        }
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        if self._run is not None:
+            self._run["node_start"][node.name] = time.monotonic()
+
+    @hook_impl
+    def after_node_run(self, node) -> None:
+        run = self._run
+        if run is None or node.name not in run["node_start"]:
+            return
+        now = time.monotonic()
+        run["seconds"][node.name] = now - run["node_start"][node.name]
+        left = [name for name in run["nodes"] if name not in run["seconds"]]
+        known = [run["recorded"][name] for name in left if name in run["recorded"]]
+        estimate = ""
+        if left and known:
+            estimate = f"; about {_duration(sum(known))} left"
+            if len(known) < len(left):
+                estimate += f" (+{len(left) - len(known)} nodes not timed before)"
+        log.info(
+            "node %d/%d done: %s in %s; %s since the run started%s",
+            len(run["seconds"]),
+            len(run["nodes"]),
+            node.name,
+            _duration(run["seconds"][node.name]),
+            _duration(now - run["start"]),
+            estimate,
+        )
+        self._save(run)
+
+    @staticmethod
+    def _save(run: dict[str, Any]) -> None:
+        # the newest configuration last; the oldest ones dropped past KEPT_CONFIGURATIONS
+        kept = list(run["stored"].items())[-(KEPT_CONFIGURATIONS - 1) :]
+        times = {**run["recorded"], **{k: round(v, 3) for k, v in run["seconds"].items()}}
+        try:
+            atomic_write_text(run["path"], json.dumps({**dict(kept), run["key"]: times}))
+        except OSError as exc:  # a read-only project folder: the run goes on without it
+            log.warning("could not record node times in %s: %s", run["path"], exc)

@@ -118,3 +118,11 @@ def test_psnr_of_identical_and_shifted_images():
     a = np.full((2, 4, 4, 3), 100, np.uint8)
     assert psnr(a, a) == float("inf")
     assert psnr(a, a + 1) == pytest.approx(20 * np.log10(255), abs=1e-9)
+
+
+def test_training_writes_no_progress_bar_frames_into_a_redirected_log(capfd):
+    """A progress bar on a non-terminal writes nothing (not hundreds of \\r frames)."""
+    config = CodecConfig(bits=8, width=8, steps=3, batch_size=8, seed=1)
+    train_codec(smooth_images(20, seed=0), config)
+    err = capfd.readouterr().err
+    assert "\r" not in err and "ISSBA codec" not in err

@@ -228,7 +228,7 @@ def train_codec(images: np.ndarray, config: CodecConfig) -> StegaCodec:
     optimizer = torch.optim.Adam(codec.parameters(), lr=config.lr)
     generator = torch.Generator().manual_seed(config.seed)
     quiet, ramp = config.steps // 3, max(1, config.steps // 3)
-    progress = tqdm(range(config.steps), desc="ISSBA codec", unit="step", leave=False)
+    progress = tqdm(range(config.steps), desc="ISSBA codec", unit="step", leave=False, disable=None)
     for step in progress:
         pick = torch.randint(
             0, len(train), (min(config.batch_size, len(train)),), generator=generator

@@ -33,6 +33,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ieu_potion.config import Count, Natural, NonNegative, Positive, Share, settings
 from ieu_potion.defences.registry import Outcome, Task, register_defence
+from ieu_potion.training.engine import format_record
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def unlearn(
             **after_round(r, perturbation),
         }
         skipped = 0
-        log.info("I-BAU round %d/%d: %s", r + 1, s.rounds, record)
+        log.info("I-BAU round %d/%d: %s", r + 1, s.rounds, format_record(record))
         rows.append(record)
     return rows, perturbation
 

@@ -404,17 +404,19 @@ def fit(
             model.train()
         record["seconds"] = time.perf_counter() - start
         history.epochs.append(record)
-        log.info("%s epoch %d/%d: %s", name, epoch + 1, config.epochs, _fmt(record))
+        log.info("%s epoch %d/%d: %s", name, epoch + 1, config.epochs, format_record(record))
     history.seconds = time.perf_counter() - start
     model.eval()
     return history
 
 
-def _fmt(record: dict[str, float]) -> str:
+def format_record(record: dict[str, Any]) -> str:
+    """A history row as one log line's ``key=value`` list (floats to 4 significant digits;
+    the epoch or round number, which the line already gives, left out)."""
     return ", ".join(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
         for k, v in record.items()
-        if k != "epoch"
+        if k not in ("epoch", "round")
     )
 
 
