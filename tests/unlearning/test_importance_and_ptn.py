@@ -1,6 +1,7 @@
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -9,7 +10,13 @@ from ieu_potion.data.imageset import ImageSet
 from ieu_potion.kernels import reference
 from ieu_potion.training.views import ViewMaker
 from ieu_potion.unlearning.importance import flat_parameters, importances, load_flat_parameters
-from ieu_potion.unlearning.potion import Evaluator, PotionConfig, realistic_discovery, run_potion
+from ieu_potion.unlearning.potion import (
+    Evaluator,
+    PotionConfig,
+    realistic_discovery,
+    run_potion,
+    tradeoff,
+)
 from ieu_potion.unlearning.ptn import PTNConfig, percent_for, percentile, ptn_search
 from tests.badinput import bad_input
 
@@ -235,3 +242,20 @@ def test_a_share_without_retain_set_skips_what_needs_one(caplog):
             records, _ = run_potion(model, data, everything, evaluator, views, config, retrain)
         assert {r["method"] for r in records} == ran
         assert "share realistic: eu skipped" in caplog.text
+
+
+@pytest.mark.parametrize("points, scored", [(0, [0, 1, 2, 3, 4, 5, 6]), (3, [0, 3, 6]), (1, [6])])
+def test_the_tradeoff_curve_scores_evenly_spaced_steps_ending_at_the_last(points, scored):
+    model, data, views = tiny()
+    evaluator = Evaluator(model, views, data, data, target_class=0)
+    theta0 = flat_parameters(model)
+    imp_f = torch.rand(theta0.numel(), generator=torch.Generator().manual_seed(0))
+    imp_r = torch.rand(theta0.numel(), generator=torch.Generator().manual_seed(1))
+    alphas = pd.Series([50.0, 20.0, 10.0, 5.0, 2.0, 1.5, 1.0], index=range(7))
+    config = PotionConfig(tradeoff_points=points)
+    curve = tradeoff(theta0, imp_f, imp_r, alphas, evaluator, config)
+    assert list(curve.index) == scored
+    for step in scored:  # each scored row is the model dampened at that step's alpha
+        theta = reference.dampen(theta0, imp_f, imp_r, torch.tensor([alphas[step]]), 1.0)[0]
+        metrics = evaluator.metrics(theta)
+        assert curve.loc[step, "clean_accuracy"] == metrics["clean_accuracy"]

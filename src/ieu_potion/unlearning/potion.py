@@ -32,7 +32,15 @@ from pydantic import field_validator
 from torch import nn
 
 from ieu_potion import kernels
-from ieu_potion.config import Count, Positive, Text, distinct, settings, settings_from_params
+from ieu_potion.config import (
+    Count,
+    Natural,
+    Positive,
+    Text,
+    distinct,
+    settings,
+    settings_from_params,
+)
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import REALISTIC, RunKey
 from ieu_potion.training.engine import accuracy, clean_accuracy_and_asr
@@ -63,6 +71,9 @@ class PotionConfig:
     eu_shares: tuple[Text, ...] = ()  # empty: every share
     # Shares whose PTN steps are also scored on the test sets (the trade-off curve).
     tradeoff_shares: tuple[Text, ...] = ()
+    # At most this many steps of each such search are scored, evenly spaced, the last one
+    # always among them; 0: every step.
+    tradeoff_points: Natural = 0
     importance_batch_size: Count = 64  # samples per importance batch
     ptn: PTNConfig = field(default_factory=PTNConfig)
 
@@ -148,8 +159,12 @@ def tradeoff(
     evaluator: Evaluator,
     config: PotionConfig,
 ) -> pd.DataFrame:
-    """Clean accuracy and ASR of the model dampened at each alpha a PTN search visited,
-    for the trade-off curve (``parallel`` candidates per batched dampening call)."""
+    """Clean accuracy and ASR of the model dampened at the alphas a PTN search visited (at
+    most ``tradeoff_points`` of them, evenly spaced and ending at the last), for the
+    trade-off curve (``parallel`` candidates per batched dampening call)."""
+    if 0 < config.tradeoff_points < len(alphas):
+        picked = np.linspace(len(alphas) - 1, 0, config.tradeoff_points).round().astype(int)
+        alphas = alphas.iloc[np.unique(picked)]
     rows = []
     for start in range(0, len(alphas), config.ptn.parallel):
         batch = torch.tensor(
