@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export KEDRO_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: install run test test-triton lint viz viz-build clean-data
+.PHONY: install run benchmark test test-triton lint viz viz-build clean-data
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(BIN)/.installed
 
 run: install
 	$(BIN)/kedro run
+
+# The full grid (conf/benchmark): every attack and defence, three seeds.
+benchmark: install
+	$(BIN)/kedro run --env benchmark
 
 test: install
 	$(BIN)/python -m pytest

@@ -35,10 +35,26 @@ def changed(params, *edits):
 
 
 def test_every_shipped_environment_validates():
-    for env in ("base", "cifar10", "gtsrb", "vit", "all_attacks"):
+    for env in ("base", "cifar10", "gtsrb", "vit", "all_attacks", "benchmark"):
         params = validate_parameters(project_config(env)[0])
-        assert params.seeds == [0]
+        assert params.seeds == ([0, 1, 2] if env == "benchmark" else [0])
         assert set(params.data_poisoning.attacks) <= set(params.namespaces())
+        # every namespace a pipeline defends is poisoned by the same run
+        used = {*params.ieu_finetune.attacks, *params.baselines.attacks}
+        assert used | set(params.potion_unlearning.attacks) <= set(params.data_poisoning.attacks)
+
+
+def test_the_benchmark_covers_every_attack_and_defence_and_the_default_a_quick_subset():
+    base = validate_parameters(project_config("base")[0])
+    grid = validate_parameters(project_config("benchmark")[0])
+    every = set(grid.namespaces())
+    assert len(every) == 15 and set(grid.data_poisoning.attacks) == every
+    assert set(grid.ieu_finetune.attacks) == set(grid.baselines.attacks) == every
+    assert set(grid.baselines.methods) == {"none", "abl", "ibau", "attnblock"}
+    assert set(base.data_poisoning.attacks) == {"badnets_white"}  # no ISSBA codec
+    assert "abl" not in base.baselines.methods and "ibau" in base.baselines.methods
+    assert {"none", "eu", "ssd_ptn", "lf_ptn", "xlf_ptn"} <= set(base.potion.methods)
+    assert "one_shot" in base.potion.shares and len(base.potion.shares) >= 4
 
 
 @pytest.mark.parametrize("env", ["local", "cifar10", "gtsrb"])
@@ -320,6 +336,7 @@ CASES = [
     ),
     pytest.param(
         [
+            ("data_poisoning.attacks", ["badnets_white", "potion_badnet"]),
             ("potion_unlearning.attacks", ["potion_badnet"]),
             ("potion_badnet.potion", {"retain_set": "some"}),
         ],

@@ -90,12 +90,14 @@ def fresh_copy(project, where):
 
 @pytest.mark.slow
 def test_default_data_poisoning_run_and_a_repeat_of_one_attack(project, tmp_path_factory):
-    """Every attack on the embedded default data; then, in a fresh copy, a run whose attack
+    """Every attack on the embedded default data (the all_attacks environment); then, in a
+    fresh copy, a run whose attack
     list (read from the run's parameters) names one attack writes that attack alone, byte
     for byte as the whole run did."""
     # ISSBA's codec trains for 30 steps instead of 1200: this checks the wiring
     codec = "data_poisoning.stega_codec.steps=30"
-    result = kedro(project, "--pipeline", "data_poisoning", "--params", codec)
+    every = ["--env", "all_attacks", "--pipeline", "data_poisoning"]
+    result = kedro(project, *every, "--params", codec)
     assert result.returncode == 0, result.stderr[-3000:]
     files = written(project)
     assert "02_intermediate/stega_codec/codec.safetensors" in files
@@ -112,7 +114,7 @@ def test_default_data_poisoning_run_and_a_repeat_of_one_attack(project, tmp_path
     only = "data_poisoning.attacks=[l0_inv]" + "".join(
         f",{p}.attacks=[]" for p in ("ieu_finetune", "baselines", "potion_unlearning")
     )
-    result = kedro(again, "--pipeline", "data_poisoning", "--params", only)
+    result = kedro(again, *every, "--params", only)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {Path(f).parts[1] for f in written(again) if f.startswith("03")} == {"l0_inv"}
     l0_inv = "data/03_primary/l0_inv/seed_0/poisoned_train.npz"
@@ -123,10 +125,11 @@ def test_default_data_poisoning_run_and_a_repeat_of_one_attack(project, tmp_path
 def test_cifar10_environment_on_a_small_folder(project, tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py"
     make_cifar_folder(root, sizes=(400, 400), test=50)
-    # ISSBA's codec trains for 30 steps instead of 1200: this checks the wiring, and that
-    # one nested override keeps the rest of base's block under an environment that has
-    # parameters files of its own (ProjectConfigLoader)
-    params = f"cifar10_root={root},data_poisoning.stega_codec.steps=30"
+    # the Potion paper's benchmark namespace alone: a nested override of data_poisoning
+    # keeps the rest of base's block under an environment that has parameters files of its
+    # own (ProjectConfigLoader), and the other pipelines' lists are emptied to match
+    others = "".join(f",{p}.attacks=[]" for p in ("ieu_finetune", "baselines", "potion_unlearning"))
+    params = f"cifar10_root={root},data_poisoning.attacks=[potion_badnet]{others}"
     result = kedro(project, "--env", "cifar10", "--pipeline", "data_poisoning", "--params", params)
     assert result.returncode == 0, result.stderr[-3000:]
     potion = ImageSet.load(project / "data/03_primary/potion_badnet/seed_0/poisoned_train.npz")

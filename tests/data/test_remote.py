@@ -2,6 +2,7 @@
 S3-compatible server (moto) started on the loopback address, and the project's catalog
 writes there when ``data_root`` names a bucket."""
 
+import re
 import shutil
 import socket
 import time
@@ -197,7 +198,11 @@ def test_the_project_catalog_writes_to_the_bucket_that_data_root_names(s3, tmp_p
     for env in ("base", "local"):
         (conf / env).mkdir(parents=True)
     shutil.copy(PROJECT / "conf" / "base" / "catalog.yml", conf / "base" / "catalog.yml")
-    (conf / "base" / "globals.yml").write_text(f"data_root: {s3}\n", encoding="utf-8")
+    # the project's globals, with data_root pointing at the bucket
+    shipped = (PROJECT / "conf" / "base" / "globals.yml").read_text(encoding="utf-8")
+    globals_yml = re.sub(r"(?m)^data_root: .*$", f"data_root: {s3}", shipped)
+    assert globals_yml != shipped
+    (conf / "base" / "globals.yml").write_text(globals_yml, encoding="utf-8")
     loader = OmegaConfigLoader(str(conf), base_env="base", default_run_env="local")
     catalog = DataCatalog.from_config(loader["catalog"])
     poisoned = catalog.get("blended.seed_0.poisoned_train")
