@@ -55,6 +55,9 @@ def test_the_benchmark_covers_every_attack_and_defence_and_the_default_a_quick_s
     assert "abl" not in base.baselines.methods and "ibau" in base.baselines.methods
     assert {"none", "eu", "ssd_ptn", "lf_ptn", "xlf_ptn"} <= set(base.potion.methods)
     assert "one_shot" in base.potion.shares and len(base.potion.shares) >= 4
+    # the ViT environment exists for the methods that need a ViT robust module
+    vit = validate_parameters(project_config("vit")[0])
+    assert set(vit.baselines.methods) == {"none", "abl", "ibau", "attnblock"}
 
 
 @pytest.mark.parametrize("env", ["local", "cifar10", "gtsrb"])
