@@ -17,15 +17,21 @@ def step(x):
 STEPS = pipeline([node(step, "a", "b", name="first"), node(step, "b", "c", name="second")])
 
 
-def run(project, parameters, caplog, env="base"):
-    """Drive the hook through STEPS as a runner would; the progress lines it logged."""
+def run(project, parameters, caplog, env="base", resume=False, written=()):
+    """Drive the hook through STEPS as a runner would (under ``--only-missing-outputs``
+    where ``resume``, skipping the nodes whose outputs ``written`` holds); the progress
+    lines it logged."""
     hook = ProgressHook()
     catalog = DataCatalog({"parameters": MemoryDataset(parameters)})
-    run_params = {"project_path": str(project), "env": env}
+    for name in written:
+        catalog[name] = MemoryDataset(1)
+    run_params = {"project_path": str(project), "env": env, "only_missing_outputs": resume}
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ieu_potion.hooks"):
         hook.before_pipeline_run(run_params, STEPS, catalog)
         for each in STEPS.nodes:
+            if resume and set(each.outputs) <= set(written):
+                continue
             hook.before_node_run(each)
             hook.after_node_run(each)
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("node ")]
@@ -59,3 +65,23 @@ def test_an_unreadable_record_is_replaced(tmp_path, caplog):
     (tmp_path / RUN_TIMES).write_text("{not json")
     assert len(run(tmp_path, {"lr": 1}, caplog)) == 2
     assert len(json.loads((tmp_path / RUN_TIMES).read_text())) == 1
+
+
+def test_a_resumed_run_counts_and_estimates_only_what_it_reruns(tmp_path, caplog):
+    run(tmp_path, {"lr": 1}, caplog)
+    key = next(iter(json.loads((tmp_path / RUN_TIMES).read_text())))
+    (tmp_path / RUN_TIMES).write_text(json.dumps({key: {"first": 600.0, "second": 5.0}}))
+    lines = run(tmp_path, {"lr": 1}, caplog, resume=True, written=["b"])
+    assert len(lines) == 1 and lines[0].startswith("node 1/1 done: second")
+
+
+def test_a_forked_child_stays_quiet_and_leaves_the_record_alone(tmp_path, caplog, monkeypatch):
+    hook = ProgressHook()
+    catalog = DataCatalog({"parameters": MemoryDataset({"lr": 1})})
+    hook.before_pipeline_run({"project_path": str(tmp_path), "env": "base"}, STEPS, catalog)
+    monkeypatch.setattr("ieu_potion.hooks.os.getpid", lambda: -1)  # as in a forked child
+    with caplog.at_level(logging.INFO, logger="ieu_potion.hooks"):
+        for each in STEPS.nodes:
+            hook.before_node_run(each)
+            hook.after_node_run(each)
+    assert "done:" not in caplog.text and not (tmp_path / RUN_TIMES).exists()

@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from ieu_potion.config import run_source_data
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.io import atomic_write_text
 from ieu_potion.schema import validate_parameters
@@ -82,9 +84,10 @@ RUN_TIMES = "run_times.json"
 KEPT_CONFIGURATIONS = 20
 
 
-def configuration_key(env: str | None, parameters: dict[str, Any]) -> str:
-    """A hash of the environment and every parameter: runs with equal keys do the same work."""
-    text = json.dumps([env, parameters], sort_keys=True, default=str)
+def configuration_key(env: str | None, parameters: dict[str, Any], source: dict[str, Any]) -> str:
+    """A hash of the environment, every parameter and the source data's catalog entry: runs
+    with equal keys do the same work."""
+    text = json.dumps([env, parameters, source], sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -100,8 +103,11 @@ class ProgressHook:
     left (the sum of the recorded times of the nodes still to run).  The times are saved
     after every node, so a killed run still leaves them to the run that resumes it.
 
-    Only the process that runs the pipeline logs: Dask workers run their nodes with hooks
-    of their own, which never saw the pipeline start, and stay quiet."""
+    Under ``--only-missing-outputs`` the count and the estimate cover the nodes with an
+    output missing and everything downstream of them (what Kedro reruns, give or take its
+    handling of in-memory outputs).  Only the process that started the pipeline logs:
+    Dask workers run their nodes with hooks of their own, which never saw the pipeline
+    start, and the children a parallel runner forks stay quiet."""
 
     def __init__(self) -> None:
         self._run: dict[str, Any] | None = None
@@ -118,27 +124,36 @@ class ProgressHook:
             stored = {}  # none yet, or unreadable: this run starts a new record
         if not isinstance(stored, dict):
             stored = {}
-        key = configuration_key(run_params.get("env"), parameters)
+        key = configuration_key(run_params.get("env"), parameters, run_source_data())
         recorded = stored.pop(key, {})
+        nodes = pipeline.nodes
+        if run_params.get("only_missing_outputs"):
+            missing = [n.name for n in nodes if not _all_exist(catalog, n.outputs)]
+            nodes = pipeline.from_nodes(*missing).nodes if missing else []
         self._run = {
+            "pid": os.getpid(),
             "path": path,
             "key": key,
             "stored": stored,
             "recorded": recorded if isinstance(recorded, dict) else {},
-            "nodes": [node.name for node in pipeline.nodes],
+            "nodes": [node.name for node in nodes],
             "seconds": {},
             "node_start": {},
             "start": time.monotonic(),
         }
 
+    def _active(self) -> dict[str, Any] | None:
+        run = self._run
+        return run if run is not None and run["pid"] == os.getpid() else None
+
     @hook_impl
     def before_node_run(self, node) -> None:
-        if self._run is not None:
-            self._run["node_start"][node.name] = time.monotonic()
+        if (run := self._active()) is not None:
+            run["node_start"][node.name] = time.monotonic()
 
     @hook_impl
     def after_node_run(self, node) -> None:
-        run = self._run
+        run = self._active()
         if run is None or node.name not in run["node_start"]:
             return
         now = time.monotonic()
@@ -153,7 +168,7 @@ class ProgressHook:
         log.info(
             "node %d/%d done: %s in %s; %s since the run started%s",
             len(run["seconds"]),
-            len(run["nodes"]),
+            max(len(run["nodes"]), len(run["seconds"])),
             node.name,
             _duration(run["seconds"][node.name]),
             _duration(now - run["start"]),
@@ -170,3 +185,10 @@ class ProgressHook:
             atomic_write_text(run["path"], json.dumps({**dict(kept), run["key"]: times}))
         except OSError as exc:  # a read-only project folder: the run goes on without it
             log.warning("could not record node times in %s: %s", run["path"], exc)
+
+
+def _all_exist(catalog, names) -> bool:
+    try:
+        return all(catalog.exists(name) for name in names)
+    except Exception:  # a dataset that cannot tell counts as missing: its node reruns
+        return False

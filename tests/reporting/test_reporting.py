@@ -179,3 +179,12 @@ def test_report_is_self_contained_and_carries_readings_and_seeds(results):
     assert f"plotly.js v{get_plotlyjs_version()}" in page  # the library itself is embedded
     assert figures.reading(figure) in page.replace("&#x27;", "'")
     assert "ieu.gate_training.seed: 7" in page
+
+
+def test_ptn_tradeoff_counts_every_step_when_only_some_were_scored(results):
+    """With potion.tradeoff_points the middle steps carry no test-set scores; the reading
+    still gives the search's length."""
+    sparse = sample_trace()
+    sparse.loc[1, ["clean_accuracy", "attack_success_rate"]] = np.nan
+    figure = figures.ptn_tradeoff(results, {"badnets_white.seed_0": sparse})
+    assert "xlf_ptn on badnets_white (share_0.5, N = 1 seed): 3 steps" in figures.reading(figure)

@@ -424,7 +424,7 @@ def ptn_tradeoff(results: pd.DataFrame, traces: dict[str, pd.DataFrame]) -> go.F
             chosen, unchanged, steps_taken = [], 0, []
             for seed, steps in runs.groupby("seed"):
                 steps = steps.sort_values("step")
-                steps_taken.append(len(steps))
+                steps_taken.append(int(steps.step.max()))  # the last step is always scored
                 for metric, dash, label in (
                     ("forget_accuracy", "solid", "acc. on S_f"),
                     ("clean_accuracy", "dash", "clean acc."),
