@@ -448,3 +448,17 @@ CASES = [
 def test_bad_parameter_is_refused_by_path(base, edits, culprits):
     bad = changed(base, *edits)
     rejects(lambda: validate_parameters(bad), ParameterError, *culprits)
+
+
+@pytest.mark.parametrize("name", ["..", "data_poisoning.discovery", "potion.ptn", "a/b", "-x"])
+@bad_input(
+    "an attack namespace named `..`, `potion.ptn`, `a/b` or `-x` (folder escape, shadowed block)",
+    "ParameterError naming it and the characters allowed, before any work",
+)
+def test_a_namespace_that_could_leave_its_folder_or_shadow_a_block_is_refused(base, name):
+    bad = copy.deepcopy(base)
+    bad[name] = {"attack": copy.deepcopy(base["badnets_white"]["attack"])}
+    bad["data_poisoning"]["attacks"] = [name]
+    for block in ("ieu_finetune", "baselines", "potion_unlearning"):
+        bad[block]["attacks"] = []
+    rejects(lambda: validate_parameters(bad), ParameterError, repr(name), "[A-Za-z0-9]")

@@ -13,6 +13,7 @@ pipeline is built and again, on the parameters the catalog holds, before any nod
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
@@ -59,6 +60,10 @@ def seed_list(seeds: Any) -> list[int]:
     """The run's seeds from ``seeds``: a list, or a count n for seeds 0..n-1 (``kedro run
     --params seeds=3``: Kedro splits ``--params`` at commas, so no list can be typed)."""
     return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+
+# What an attack namespace may be called (it becomes folder names and Kedro namespaces).
+NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class Block(BaseModel):
@@ -243,7 +248,9 @@ class Parameters(Block):
 
     def namespaces(self) -> dict[str, NamespaceParams]:
         """Every attack namespace block, validated (a top-level key that is none of the
-        blocks above and no ``_anchor`` must be one)."""
+        blocks above and no ``_anchor`` must be one).  A namespace names folders and Kedro
+        namespaces, so it is letters, digits, ``_`` and ``-`` only: no ``..`` that would
+        leave its layer folder, no dot that would shadow another block's ``params:`` entry."""
         found = {}
         for name, value in (self.model_extra or {}).items():
             # YAML anchors' holders, and paths the catalog reads (`--params gtsrb_root=...`)
@@ -254,6 +261,11 @@ class Parameters(Block):
                     f"unknown parameter block {name!r}: neither a block of the parameter "
                     "reference (docs/parameters.md), nor an attack namespace (a mapping with "
                     "an 'attack' block), nor a path for the catalog (a string)"
+                )
+            if not NAMESPACE.fullmatch(name):
+                raise ValueError(
+                    f"attack namespace {name!r}: use letters, digits, '_' and '-' only, "
+                    "starting with a letter or digit ([A-Za-z0-9][A-Za-z0-9_-]*)"
                 )
             try:
                 found[name] = NamespaceParams.model_validate(value)
