@@ -333,6 +333,19 @@ CASES = [
         marks=bad_input("`tradeoff_shares` naming a share not run", "ParameterError listing them"),
     ),
     pytest.param(
+        [("finetune.warmup_epochs", 12.0)],
+        ["finetune", "warmup_epochs (12.0) must not exceed epochs (10)"],
+        marks=bad_input("`finetune.warmup_epochs` above `epochs`", "ParameterError naming both"),
+    ),
+    pytest.param(
+        [("potion.ptn.parallel", 100_000_000)],
+        ["potion.ptn.parallel", "less than or equal to 64"],
+        marks=bad_input(
+            "`potion.ptn.parallel: 100000000` (a parameter copy per candidate)",
+            "ParameterError with the bound",
+        ),
+    ),
+    pytest.param(
         [("potion.shares", ["share_0.05"])],
         ["potion.shares names ['share_0.05']", "one_shot"],
         marks=bad_input("`potion.shares` naming a share not drawn", "ParameterError listing them"),

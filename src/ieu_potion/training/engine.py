@@ -73,6 +73,10 @@ class TrainConfig:
     def _consistent(self) -> TrainConfig:
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must not exceed epochs ({self.epochs})"
+            )
         valid = {f.name for f in fields(ViewMaker)} - {"size", "mean", "std"}
         unknown = sorted(set(self.augment) - valid)
         if unknown:

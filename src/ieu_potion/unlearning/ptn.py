@@ -41,7 +41,8 @@ class PTNConfig:
     step: Annotated[float, Strict(), Field(gt=1)] = 1.1  # s grows by this factor per step
     max_steps: Count = 500  # the search stops here at the latest
     lam: Positive = 1.0  # SSD's lambda: dampening strength
-    parallel: Count = 8  # candidate values of s dampened in one batched call
+    # candidate values of s dampened in one batched call; each is a copy of every parameter
+    parallel: Annotated[int, Strict(), Field(ge=1, le=64)] = 8
     s_start: Fraction | None = None  # None: |S_f| / (|S_f| + |D_r|) / 25
     # give up below this percentile of the ratios
     min_percentile: Annotated[float, Strict(), Field(gt=0, lt=100)] = 95.0
