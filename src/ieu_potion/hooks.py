@@ -3,7 +3,6 @@ run's progress after every node."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from kedro.framework.hooks import hook_impl
 from ieu_potion.config import run_source_data
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.io import atomic_write_text
+from ieu_potion.results import fingerprint
 from ieu_potion.schema import validate_parameters
 from ieu_potion.training import distributed
 from ieu_potion.training.engine import set_deterministic
@@ -84,13 +84,6 @@ RUN_TIMES = "run_times.json"
 KEPT_CONFIGURATIONS = 20
 
 
-def configuration_key(env: str | None, parameters: dict[str, Any], source: dict[str, Any]) -> str:
-    """A hash of the environment, every parameter and the source data's catalog entry: runs
-    with equal keys do the same work."""
-    text = json.dumps([env, parameters, source], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
 def _duration(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes}:{seconds:02d}"
@@ -124,7 +117,9 @@ class ProgressHook:
             stored = {}  # none yet, or unreadable: this run starts a new record
         if not isinstance(stored, dict):
             stored = {}
-        key = configuration_key(run_params.get("env"), parameters, run_source_data())
+        # runs with equal keys (environment, every parameter, the source data's catalog
+        # entry) do the same work
+        key = fingerprint([run_params.get("env"), parameters, run_source_data()])
         recorded = stored.pop(key, {})
         nodes = pipeline.nodes
         if run_params.get("only_missing_outputs"):
