@@ -34,6 +34,7 @@ test-triton: install
 lint: install
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/lint-imports
 
 viz: install
 	$(BIN)/kedro viz run --no-browser

@@ -37,8 +37,8 @@ MODES = ("free", "deterministic")
 def prepare(folder: Path, smoke: bool) -> None:
     """The default data at the benchmark's recipe (8 copies per digit, as measured in
     docs/benchmarks.md), split and poisoned once, saved for the workers."""
+    from ieu_potion.adapters.config_loader import project_config
     from ieu_potion.attacks import AttackConfig, poison_training_set
-    from ieu_potion.config import project_config
     from ieu_potion.data.digits import make_digits
     from ieu_potion.data.split import split_pretraining
 

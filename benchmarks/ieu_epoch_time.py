@@ -19,7 +19,7 @@ import time
 import torch
 from kedro.io import AbstractDataset
 
-from ieu_potion.config import project_config
+from ieu_potion.adapters.config_loader import project_config
 from ieu_potion.defences.ieu import IEUConfig, IEUObjective
 from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source
 from ieu_potion.pipelines.ieu_finetune import nodes as ieu

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from kedro.io import DataCatalog
 
-from ieu_potion.config import project_config
+from ieu_potion.adapters.config_loader import project_config
 from ieu_potion.defences.registry import Task
 from ieu_potion.defences.undefended import FINETUNE_VIEWS
 from ieu_potion.training.engine import CrossEntropy, TrainConfig

@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from kedro.io import AbstractDataset
 
-from ieu_potion.config import project_config
+from ieu_potion.adapters.config_loader import project_config
 from ieu_potion.pipelines.baselines.nodes import defend, trusted_set
 from ieu_potion.pipelines.data_poisoning.nodes import (
     codec_report,

@@ -14,7 +14,7 @@ import logging
 
 from kedro.io import DataCatalog
 
-from ieu_potion.config import project_config
+from ieu_potion.adapters.config_loader import project_config
 from ieu_potion.training.engine import TrainConfig
 from ieu_potion.training.setup import view_maker
 from ieu_potion.unlearning.importance import flat_parameters, importances

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from ieu_potion.config import ParameterError, project_config
+from ieu_potion.adapters.config_loader import project_config
+from ieu_potion.config import ParameterError
 from ieu_potion.schema import validate_parameters
 from tests.badinput import bad_input, rejects
 

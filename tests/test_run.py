@@ -140,7 +140,7 @@ def test_cifar10_environment_on_a_small_folder(project, tmp_path_factory):
 
 TINY_CATALOG = """
 source_images:
-  type: ieu_potion.data.datasets.DigitsDataset
+  type: ieu_potion.adapters.datasets.DigitsDataset
   image_size: 16
   copies: 1
   test_copies: 1
@@ -483,11 +483,13 @@ def test_every_pipeline_carries_its_upstream_so_it_runs_on_a_fresh_project(
 ):
     """`kedro run --pipeline <name>` on a fresh clone: each registered pipeline reads only
     the source images and parameters, everything else it makes itself."""
-    from ieu_potion import config
+    from ieu_potion.adapters import config_loader
     from ieu_potion.pipeline_registry import register_pipelines
 
-    monkeypatch.setattr(config, "_active", None)
-    config.ProjectConfigLoader(conf_source=str(tiny_project / "conf"), env="tiny", base_env="base")
+    monkeypatch.setattr(config_loader, "_active", None)
+    config_loader.ProjectConfigLoader(
+        conf_source=str(tiny_project / "conf"), env="tiny", base_env="base"
+    )
     pipelines = register_pipelines()
     assert set(pipelines) > {"data_poisoning", "ieu_finetune", "baselines", "potion_unlearning"}
     for name, pipeline in pipelines.items():
@@ -523,7 +525,7 @@ def test_potion_unlearning_end_to_end(tiny_run):
 def test_realistic_potion_reads_the_gate_not_the_ground_truth(tiny_project):
     import numpy as np
 
-    from ieu_potion.config import ProjectConfigLoader
+    from ieu_potion.adapters.config_loader import ProjectConfigLoader
     from ieu_potion.pipelines.potion_unlearning import create_pipeline
     from ieu_potion.pipelines.potion_unlearning.nodes import realistic_subsets
 

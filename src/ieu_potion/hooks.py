@@ -12,7 +12,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from ieu_potion.config import run_source_data
+from ieu_potion.adapters.config_loader import run_source_data
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.io import atomic_write_text
 from ieu_potion.results import fingerprint

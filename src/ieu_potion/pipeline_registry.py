@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from ieu_potion.config import run_parameters
+from ieu_potion.adapters.config_loader import run_parameters
 from ieu_potion.pipelines import (
     baselines,
     data_poisoning,

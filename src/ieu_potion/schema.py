@@ -18,7 +18,6 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     Strict,
@@ -31,6 +30,7 @@ from pydantic import (
 from ieu_potion.attacks.poison import AttackConfig, share_key
 from ieu_potion.attacks.stega import CodecConfig
 from ieu_potion.config import (
+    Block,
     Count,
     Natural,
     ParameterError,
@@ -41,10 +41,9 @@ from ieu_potion.config import (
 )
 from ieu_potion.defences.ieu import IEUConfig
 from ieu_potion.defences.registry import DEFENCES, TrustedSettings
-from ieu_potion.models.factory import WEIGHT_SOURCES, ModelSpec
 from ieu_potion.results import ONE_SHOT
 from ieu_potion.training.engine import TrainConfig
-from ieu_potion.training.views import VIEWS
+from ieu_potion.training.setup import ModelBlock
 from ieu_potion.unlearning.potion import PotionConfig, with_own_settings
 
 PIPELINES_WITH_NAMESPACES = ("ieu_finetune", "baselines", "potion_unlearning")
@@ -66,71 +65,9 @@ def seed_list(seeds: Any) -> list[int]:
 NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-class Block(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
-
-
 Names = Annotated[
     tuple[Text, ...], Field(description="attack namespaces, each with a `<namespace>.attack` block")
 ]
-
-
-class ModelParams(Block):
-    """A timm model: ``model.robust`` (the defended model) or ``model.gate``."""
-
-    name: Text = Field(description="any timm model name")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="timm constructor")
-    image_size: Annotated[int, Strict(), Field(ge=8, le=1024)] | None = Field(
-        None, description="input side; null: timm's configured size"
-    )
-
-    @model_validator(mode="after")
-    def _known(self) -> ModelParams:
-        self.spec(2).check()
-        return self
-
-    def spec(self, num_classes: int, **kwargs: Any) -> ModelSpec:
-        """The model for a data set of ``num_classes``, ``kwargs`` over the configured."""
-        return ModelSpec(self.name, num_classes, {**self.kwargs, **kwargs}, self.image_size)
-
-
-class WeightsParams(Block):
-    """``model.weights``: where the robust module's starting weights come from."""
-
-    source: Literal[WEIGHT_SOURCES] = Field(
-        description="pretrain (offline default) | checkpoint | timm (online) | scratch"
-    )
-    path: Text | None = Field(None, description="checkpoint: a .safetensors or .pth/.pt file")
-
-    @model_validator(mode="after")
-    def _path(self) -> WeightsParams:
-        if self.source == "checkpoint" and self.path is None:
-            raise ValueError("weight source 'checkpoint' needs a path")
-        return self
-
-
-View = Literal[VIEWS]
-
-
-class PretrainParams(Block):
-    """``model.pretrain``: the offline backbone's training on the clean split."""
-
-    views: Annotated[tuple[View, ...], Field(min_length=1)] = ("plain",)
-    train: TrainConfig
-
-
-class GatePretrainParams(PretrainParams):
-    """``model.gate_pretrain``: the gate's pretraining, then truncation."""
-
-    depth: Count = Field(description="ViT blocks pretrained (then truncated to gate_depth)")
-
-
-class ModelBlock(Block):
-    robust: ModelParams
-    gate: ModelParams
-    gate_pretrain: GatePretrainParams | None = None
-    weights: WeightsParams
-    pretrain: PretrainParams
 
 
 class SplitParams(Block):

@@ -1,6 +1,6 @@
 """Project settings: the config loader that templated pipelines read, and the hooks."""
 
-from ieu_potion.config import ProjectConfigLoader
+from ieu_potion.adapters.config_loader import ProjectConfigLoader
 from ieu_potion.hooks import CleanupBeforeRunHook, ProgressHook, ValidateBeforeRunHook
 
 HOOKS = (ValidateBeforeRunHook(), CleanupBeforeRunHook(), ProgressHook())

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ieu_potion.adapters.datasets import StegaCodecDataset
 from ieu_potion.attacks import AttackConfig, make_trigger, poison_training_set
 from ieu_potion.attacks.stega import (
     CodecConfig,
@@ -17,7 +18,6 @@ from ieu_potion.attacks.stega import (
     train_codec,
 )
 from ieu_potion.data import ImageSet
-from ieu_potion.data.datasets import StegaCodecDataset
 
 SIZE = (16, 16)
 

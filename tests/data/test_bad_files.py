@@ -20,10 +20,10 @@ from kedro.io import DatasetError
 from PIL import Image
 from safetensors.torch import save_file
 
+from ieu_potion.adapters.datasets import Cifar10Dataset, ModelDataset, StegaCodecDataset
 from ieu_potion.attacks.stega import CodecConfig, StegaCodec, load_codec, save_codec
 from ieu_potion.data import DataLayoutError, cifar10, folders
 from ieu_potion.data.cifar10 import read_cifar10
-from ieu_potion.data.datasets import Cifar10Dataset, ModelDataset, StegaCodecDataset
 from ieu_potion.data.errors import ArtifactError
 from ieu_potion.data.folders import read_image_folders
 from ieu_potion.models import ModelSpec, build_model, load_model, save_model

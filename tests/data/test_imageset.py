@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 
+from ieu_potion.adapters.datasets import ArraysDataset, ImageSetDataset
 from ieu_potion.data import ImageSet
-from ieu_potion.data.datasets import ArraysDataset, ImageSetDataset
 
 
 def test_npz_round_trip_keeps_ground_truth(tmp_path, small_set):

@@ -17,9 +17,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, DatasetError
 from moto.server import ThreadedMotoServer
 
-from ieu_potion.attacks.stega import CodecConfig, StegaCodec
-from ieu_potion.data import DataLayoutError
-from ieu_potion.data.datasets import (
+from ieu_potion.adapters.datasets import (
     ArraysDataset,
     Cifar10Dataset,
     HtmlDataset,
@@ -33,6 +31,8 @@ from ieu_potion.data.datasets import (
     StegaCodecDataset,
     TableDataset,
 )
+from ieu_potion.attacks.stega import CodecConfig, StegaCodec
+from ieu_potion.data import DataLayoutError
 from ieu_potion.io import (
     RemotePath,
     atomic_write_bytes,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from kedro.io import DatasetError
 
-from ieu_potion.data.datasets import (
+from ieu_potion.adapters.datasets import (
     ModelDataset,
     ResultsArchiveDataset,
     ResultsDataset,

@@ -4,7 +4,7 @@ import numpy as np
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from ieu_potion.data.datasets import (
+from ieu_potion.adapters.datasets import (
     ArraysDataset,
     ImageSetDataset,
     JsonDataset,

@@ -1,4 +1,4 @@
-from ieu_potion.config import project_config
+from ieu_potion.adapters.config_loader import project_config
 from ieu_potion.pipelines.potion_unlearning.pipeline import create_pipeline
 from ieu_potion.pipelines.templating import Replicate, potion_settings
 from ieu_potion.unlearning.potion import PotionConfig, with_own_settings

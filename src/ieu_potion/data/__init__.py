@@ -1,4 +1,5 @@
-"""Image-set containers, loaders and the Kedro dataset types that persist them."""
+"""Image-set containers and the readers of source data sets (the Kedro dataset types that
+persist them are `adapters/datasets.py`)."""
 
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.data.imageset import ImageSet

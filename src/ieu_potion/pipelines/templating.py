@@ -16,8 +16,8 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, pipeline
 
+from ieu_potion.adapters.config_loader import run_source_data
 from ieu_potion.attacks import TRIGGERS
-from ieu_potion.config import run_source_data
 from ieu_potion.defences.registry import get_defence
 from ieu_potion.results import RunKey, fingerprint, replicate_name
 from ieu_potion.schema import seed_list

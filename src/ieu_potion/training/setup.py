@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, Strict, model_validator
 from torch import nn
 
+from ieu_potion.config import Block, Count, Text
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.models import ModelSpec, build_model, input_size, is_vit, normalisation
-from ieu_potion.models.factory import load_backbone, read_state_dict, shallow_vit
+from ieu_potion.models.factory import (
+    WEIGHT_SOURCES,
+    load_backbone,
+    read_state_dict,
+    shallow_vit,
+)
 from ieu_potion.training.engine import (
     CrossEntropy,
     History,
@@ -21,12 +28,67 @@ from ieu_potion.training.engine import (
     seed_everything,
 )
 from ieu_potion.training.engine import clean_accuracy_and_asr as _ca_asr
-from ieu_potion.training.views import ViewMaker
-
-if TYPE_CHECKING:  # the schema imports this module's users; only types are needed here
-    from ieu_potion.schema import ModelParams, PretrainParams, WeightsParams
+from ieu_potion.training.views import VIEWS, ViewMaker
 
 log = logging.getLogger(__name__)
+
+
+class ModelParams(Block):
+    """A timm model: ``model.robust`` (the defended model) or ``model.gate``."""
+
+    name: Text = Field(description="any timm model name")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="timm constructor")
+    image_size: Annotated[int, Strict(), Field(ge=8, le=1024)] | None = Field(
+        None, description="input side; null: timm's configured size"
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelParams:
+        self.spec(2).check()
+        return self
+
+    def spec(self, num_classes: int, **kwargs: Any) -> ModelSpec:
+        """The model for a data set of ``num_classes``, ``kwargs`` over the configured."""
+        return ModelSpec(self.name, num_classes, {**self.kwargs, **kwargs}, self.image_size)
+
+
+class WeightsParams(Block):
+    """``model.weights``: where the robust module's starting weights come from."""
+
+    source: Literal[WEIGHT_SOURCES] = Field(
+        description="pretrain (offline default) | checkpoint | timm (online) | scratch"
+    )
+    path: Text | None = Field(None, description="checkpoint: a .safetensors or .pth/.pt file")
+
+    @model_validator(mode="after")
+    def _path(self) -> WeightsParams:
+        if self.source == "checkpoint" and self.path is None:
+            raise ValueError("weight source 'checkpoint' needs a path")
+        return self
+
+
+View = Literal[VIEWS]
+
+
+class PretrainParams(Block):
+    """``model.pretrain``: the offline backbone's training on the clean split."""
+
+    views: Annotated[tuple[View, ...], Field(min_length=1)] = ("plain",)
+    train: TrainConfig
+
+
+class GatePretrainParams(PretrainParams):
+    """``model.gate_pretrain``: the gate's pretraining, then truncation."""
+
+    depth: Count = Field(description="ViT blocks pretrained (then truncated to gate_depth)")
+
+
+class ModelBlock(Block):
+    robust: ModelParams
+    gate: ModelParams
+    gate_pretrain: GatePretrainParams | None = None
+    weights: WeightsParams
+    pretrain: PretrainParams
 
 
 def view_maker(model: nn.Module, config: TrainConfig | None = None) -> ViewMaker:

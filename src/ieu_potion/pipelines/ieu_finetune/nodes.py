@@ -15,9 +15,14 @@ from ieu_potion.defences.ieu import IEUConfig, IEUObjective, confidence, gate_sc
 from ieu_potion.defences.registry import Task, peak_memory
 from ieu_potion.defences.threshold import Split, otsu_split, text_histogram
 from ieu_potion.results import RunKey, final_metrics
-from ieu_potion.schema import ModelBlock, WeightsParams
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit, predict
-from ieu_potion.training.setup import make_gate, prepare_backbone, view_maker
+from ieu_potion.training.setup import (
+    ModelBlock,
+    WeightsParams,
+    make_gate,
+    prepare_backbone,
+    view_maker,
+)
 
 log = logging.getLogger(__name__)
 
