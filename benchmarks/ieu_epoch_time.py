@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import platform
 import statistics
@@ -20,12 +21,13 @@ import torch
 from kedro.io import AbstractDataset
 
 from ieu_potion.adapters.config_loader import project_config
-from ieu_potion.defences.ieu import IEUConfig, IEUObjective
+from ieu_potion.config import settings_from_params
+from ieu_potion.defences.ieu import IEUObjective
+from ieu_potion.defences.registry import Task, get_defence, run_stage
 from ieu_potion.pipelines.data_poisoning.nodes import poison_train, split_source
-from ieu_potion.pipelines.ieu_finetune import nodes as ieu
 from ieu_potion.pipelines.templating import Replicate
 from ieu_potion.training.engine import CrossEntropy, TrainConfig, fit
-from ieu_potion.training.setup import view_maker
+from ieu_potion.training.setup import ModelBlock, prepare_backbone, view_maker
 
 
 def main() -> None:
@@ -41,18 +43,29 @@ def main() -> None:
     source = AbstractDataset.from_config("source_images", catalog["source_images"]).load()
     pretrain, finetune, test = split_source(source, params["data_split"])
     replicate = Replicate(args.attack, 0, params)
-    train = poison_train(finetune, params[args.attack]["attack"], replicate.key("data"))
-    model_params = copy.deepcopy(params["model"])
-    model_params["pretrain"]["train"]["epochs"] = args.pretrain_epochs
-    backbone, _ = ieu.backbone(pretrain, test, model_params, 0)
-    gate, _ = ieu.train_gate(
-        backbone, train, params["model"], params["ieu"], params["finetune"], replicate.key("ieu")
+    train = poison_train(finetune, params[args.attack]["attack"], key=replicate.key("data"))
+    models = settings_from_params(ModelBlock, params["model"], "model")
+    pretrain_recipe = dataclasses.replace(models.pretrain.train, epochs=args.pretrain_epochs)
+    backbone, _ = prepare_backbone(
+        models.robust.spec(pretrain.num_classes),
+        models.weights,
+        pretrain,
+        test,
+        models.pretrain.model_copy(update={"train": pretrain_recipe}),
     )
-    tau = float(ieu.gate_threshold(gate, train, params["ieu"], params["finetune"])["tau"])
+    ieu = get_defence("ieu")
+    settings = ieu.configure(params["ieu"])
+    attack = params[args.attack]["attack"]
+    task = Task.of_run(
+        backbone, train, test, test, params["finetune"], attack, replicate.key("ieu"), models=models
+    )
+    gate, _ = run_stage(ieu, "train_gate", task, settings)
+    (confidence,) = run_stage(ieu, "gate_threshold", task, settings, ieu_gate=gate)
+    tau = float(confidence["tau"])
 
     one_epoch = {**params["finetune"], "epochs": 1}
     config = TrainConfig.from_params(one_epoch)
-    defence = IEUConfig.from_params(params["ieu"]["defence"])
+    defence = settings.defence
     times: dict[str, list[float]] = {"none": [], "ieu": []}
     for _ in range(args.repeats):
         for method in times:

@@ -1,9 +1,10 @@
 """Check the IEU premise on a configuration: does the default data let IEU work?
 
-Runs, outside Kedro but through the same node functions as the pipelines: split, poison,
-backbone, undefended finetune, (with ``--baselines``) the listed defences of the baselines
-pipeline, gate (stage 1), IEU (stage 2); then prints the numbers that
-../shared/DEFAULT_DATA.md sets as targets, and every method's CA, ASR, time and memory.
+Runs, outside Kedro: the data nodes (split, poison), the backbone, then every method
+through the defence registry as the pipelines do (``defences/registry.py``): the
+undefended finetune, (with ``--baselines``) the listed defences of the baselines pipeline,
+and IEU (gate, threshold, stage 2); then prints the targets below and every method's CA,
+ASR, time and memory.
 
     .venv/bin/python scripts/calibrate.py --attack badnets_white
     .venv/bin/python scripts/calibrate.py --env cifar10 --set cifar10_root=/data/cifar
@@ -14,7 +15,6 @@ pipeline, gate (stage 1), IEU (stage 2); then prints the numbers that
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import time
 
@@ -23,7 +23,9 @@ import yaml
 from kedro.io import AbstractDataset
 
 from ieu_potion.adapters.config_loader import project_config
-from ieu_potion.pipelines.baselines.nodes import defend, trusted_set
+from ieu_potion.config import settings_from_params
+from ieu_potion.defences.registry import Task, get_defence, run_defence, run_stage
+from ieu_potion.pipelines.baselines.nodes import trusted_set
 from ieu_potion.pipelines.data_poisoning.nodes import (
     codec_report,
     poison_train,
@@ -31,8 +33,8 @@ from ieu_potion.pipelines.data_poisoning.nodes import (
     train_stega_codec,
     trigger_test,
 )
-from ieu_potion.pipelines.ieu_finetune import nodes as ieu
 from ieu_potion.pipelines.templating import Replicate, uses_codec
+from ieu_potion.training.setup import ModelBlock, WeightsParams, prepare_backbone
 
 TARGETS = "CA none >= 0.80, ASR none >= 0.90, gate P/R >= 0.80, ASR ieu <= 0.10, CA drop <= 0.05"
 
@@ -88,17 +90,35 @@ def main() -> None:
         print(f"codec: {report}")
 
     clock = time.perf_counter()
-    backbone, pre = ieu.backbone(pretrain, test, params["model"], 0)
+    models = settings_from_params(ModelBlock, params["model"], "model")
+    backbone_seed = args.seed if params.get("backbone_per_seed") else 0  # as the pipeline
+    spec = models.robust.spec(pretrain.num_classes)
+    backbone, pre = prepare_backbone(
+        spec, models.weights, pretrain, test, models.pretrain, backbone_seed
+    )
+    pre = pre.table()
     t_backbone = time.perf_counter() - clock
     baselines = params.get("baselines") or {}
-    run = functools.partial(
-        defend, backbone, train, test, triggered, params["finetune"], baselines, attack
-    )
-    none, _, none_rows = run("none", replicate.key("none"))
+
+    def task(method: str, **optional) -> Task:
+        key = replicate.key(method)
+        return Task.of_run(
+            backbone, train, test, triggered, params["finetune"], attack, key, **optional
+        )
+
+    def run(method: str, task: Task, settings=None, **done):
+        defence = get_defence(method)
+        settings = defence.configure(baselines.get(method)) if settings is None else settings
+        outcome = run_defence(defence, task, settings, **done)
+        return outcome, replicate.key(method).rows(method, outcome.metrics)
+
+    none, none_rows = run("none", task("none"))
     others = {}
     trusted = trusted_set(pretrain, finetune, baselines) if args.baselines else None
     for method in args.baselines.split(",") if args.baselines else []:
-        *_, others[method] = run(method, replicate.key(method), undefended=none, trusted=trusted)
+        optional = {"undefended": none.model, "trusted": trusted}
+        needs = get_defence(method).needs
+        _, others[method] = run(method, task(method, **{n: optional[n] for n in needs}))
     if args.undefended_only:
         print(f"\n== {args.attack} on {params['dataset_name']} ({args.env}), undefended")
         print(
@@ -107,29 +127,23 @@ def main() -> None:
             f"{metric(none_rows, 'attack_success_rate'):.3f}"
         )
         return
-    ieu_key = replicate.key("ieu")
-    start = backbone
-    if params["model"].get("gate_pretrain"):
-        start, gate_pre = ieu.gate_backbone(pretrain, test, params["model"], 0)
-        print(f"gate pretraining: CA {gate_pre['clean_accuracy'].iloc[-1]:.3f}")
-    gate, gate_history = ieu.train_gate(
-        start, train, params["model"], params["ieu"], params["finetune"], ieu_key
-    )
-    conf = ieu.gate_threshold(gate, train, params["ieu"], params["finetune"])
+    gate_backbone = None
+    if models.gate_pretrain:
+        depth = models.gate_pretrain.depth
+        gate_spec = models.gate.spec(pretrain.num_classes, depth=depth)
+        weights = WeightsParams(source="pretrain")
+        gate_backbone, gate_pre = prepare_backbone(
+            gate_spec, weights, pretrain, test, models.gate_pretrain, backbone_seed
+        )
+        print(f"gate pretraining: CA {gate_pre.table()['clean_accuracy'].iloc[-1]:.3f}")
+    ieu = get_defence("ieu")
+    ieu_settings = ieu.configure(params["ieu"])
+    ieu_task = task("ieu", models=models, gate_backbone=gate_backbone)
+    gate, gate_history = run_stage(ieu, "train_gate", ieu_task, ieu_settings)
+    (conf,) = run_stage(ieu, "gate_threshold", ieu_task, ieu_settings, ieu_gate=gate)
     if args.confidences:
         np.savez(args.confidences, **conf)
-    _, _, ieu_rows = ieu.finetune_ieu(
-        backbone,
-        gate,
-        conf,
-        train,
-        test,
-        triggered,
-        params["finetune"],
-        params["ieu"],
-        attack,
-        ieu_key,
-    )
+    _, ieu_rows = run("ieu", ieu_task, ieu_settings, ieu_gate=gate, gate_confidence=conf)
 
     tau = float(conf["tau"])
     kept = int(gate_history.epoch[gate_history.kept].iloc[0])

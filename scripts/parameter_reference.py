@@ -2,8 +2,9 @@
 
 Types, ranges, choices and defaults come from the JSON schema pydantic derives from
 ``ieu_potion.schema.Parameters``; a setting's meaning is its ``Field`` description or the
-comment beside (or above) it in the settings class.  ``--check`` exits 1 when the file is
-not what the schema gives (tests/test_generated_docs.py runs it):
+comment beside (or above) it in the settings class; the ``make run`` column is what
+``conf/base`` sets (the default run), where it sets the parameter.  ``--check`` exits 1
+when the file is not what the schema gives (tests/test_generated_docs.py runs it):
 
     .venv/bin/python scripts/parameter_reference.py          # rewrite the file
     .venv/bin/python scripts/parameter_reference.py --check
@@ -21,6 +22,7 @@ from typing import Any
 from generated_doc import generated_doc_main
 from pydantic_core import to_jsonable_python
 
+from ieu_potion.adapters.config_loader import project_config
 from ieu_potion.schema import NamespaceParams, Parameters
 
 OUTPUT = Path(__file__).resolve().parents[1] / "docs" / "parameters.md"
@@ -32,6 +34,10 @@ settings classes it uses; do not edit by hand.  Every run validates the whole pa
 tree against this schema before any pipeline is built and before any node runs: a wrong
 type, a value out of range, a non-finite number or an unknown key stops the run with a
 `ParameterError` naming the parameter's path (docs/bad_input.md lists what was tried).
+
+"default" is what a parameter left out of the configuration takes; "`make run`" is what
+`conf/base` sets it to, where it sets it (an attack namespace's column shows
+`badnets_white`, the default run's attack).
 
 Integers are strict (`2.5` and `true` are refused where a count is meant), numbers must be
 finite, and unknown keys are refused with the valid ones listed.  Top-level keys other
@@ -150,6 +156,17 @@ def _default(cls: type | None, key: str) -> str:
     return f"`{json.dumps(to_jsonable_python(field.get_default(call_default_factory=True)))}`"
 
 
+_UNSET = object()
+
+
+def _shipped(path: str, shipped: dict[str, Any]) -> str:
+    """The value ``conf/base`` gives the parameter at ``path``, as JSON, or a dash."""
+    value: Any = shipped
+    for part in path.split("."):
+        value = value.get(part, _UNSET) if isinstance(value, dict) else _UNSET
+    return "–" if value is _UNSET else _cell(f"`{json.dumps(to_jsonable_python(value))}`")
+
+
 def _block_of(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any] | None:
     """The block (a schema with properties) ``node`` refers to, directly or as the one
     non-null branch of an optional block."""
@@ -166,7 +183,11 @@ def _cell(text: str) -> str:
 
 
 def _rows(
-    schema: dict[str, Any], defs: dict[str, Any], classes: dict[str, type], prefix: str
+    schema: dict[str, Any],
+    defs: dict[str, Any],
+    classes: dict[str, type],
+    prefix: str,
+    shipped: dict[str, Any],
 ) -> list[str]:
     """One table row per setting of the block ``schema`` (nested blocks flattened; an
     optional block gets a row of its own, then its settings)."""
@@ -179,18 +200,22 @@ def _rows(
         if block is not None:
             if "anyOf" in node:
                 default = _default(cls, key)
+                here = "–" if _shipped(prefix + key, shipped) == "–" else "set"
                 rows.append(
-                    f"| `{prefix}{key}` | the block below, or null | {default} | {meaning} |"
+                    f"| `{prefix}{key}` | the block below, or null | {default} | {here} "
+                    f"| {meaning} |"
                 )
-            rows += _rows(block, defs, classes, f"{prefix}{key}.")
+            rows += _rows(block, defs, classes, f"{prefix}{key}.", shipped)
             continue
         kind = _cell(describe(node, defs))
-        rows.append(f"| `{prefix}{key}` | {kind} | {_default(cls, key)} | {meaning} |")
+        base = _shipped(prefix + key, shipped)
+        rows.append(f"| `{prefix}{key}` | {kind} | {_default(cls, key)} | {base} | {meaning} |")
     return rows
 
 
 def _table(rows: list[str]) -> list[str]:
-    return ["| parameter | type | default | meaning |", "| --- | --- | --- | --- |", *rows, ""]
+    header = "| parameter | type | default | `make run` | meaning |"
+    return [header, "| --- | --- | --- | --- | --- |", *rows, ""]
 
 
 def render() -> str:
@@ -200,8 +225,11 @@ def render() -> str:
     classes = {**_classes(NamespaceParams), **_classes(Parameters)}
     blocks = {**schema["properties"], "<namespace>": {"$ref": "#/$defs/NamespaceParams"}}
     top = {key: node for key, node in blocks.items() if "$ref" not in node}
+    shipped = project_config("base")[0]
+    shipped["<namespace>"] = shipped["badnets_white"]
     parts = [HEADER, "## Top level\n"]
-    parts += _table(_rows({"title": "Parameters", "properties": top}, defs, classes, ""))
+    top_rows = _rows({"title": "Parameters", "properties": top}, defs, classes, "", shipped)
+    parts += _table(top_rows)
     for key, node in blocks.items():
         if key in top:
             continue
@@ -209,7 +237,7 @@ def render() -> str:
         parts.append(f"## `{key}`\n")
         if block.get("description"):
             parts.append(" ".join(block["description"].split()) + "\n")
-        parts += _table(_rows(block, defs, classes, f"{key}."))
+        parts += _table(_rows(block, defs, classes, f"{key}.", shipped))
     return "\n".join(parts)
 
 

@@ -476,3 +476,40 @@ def test_a_namespace_that_could_leave_its_folder_or_shadow_a_block_is_refused(ba
     for block in ("ieu_finetune", "baselines", "potion_unlearning"):
         bad[block]["attacks"] = []
     rejects(lambda: validate_parameters(bad), ParameterError, repr(name), "[A-Za-z0-9]")
+
+
+# Blocks whose settings class serves this one path: the code's defaults are the values the
+# default run ships (one source of defaults; docs/parameters.md shows both). Lists that
+# choose what a run covers (namespaces, methods, shares) are the run's choice, no default.
+ONE_PATH_BLOCKS = ("ieu.defence", "potion", "baselines", "data_poisoning.stega_codec")
+RUN_CHOICES = {"attacks", "methods", "shares", "eu_shares", "tradeoff_shares"}
+
+
+def shipped_values_unlike_the_code_defaults(settings, shipped, path):
+    fields = getattr(type(settings), "__pydantic_fields__", {})
+    unlike = []
+    for name, value in shipped.items():
+        field = fields[name]
+        inner = getattr(settings, name)
+        if isinstance(value, dict) and hasattr(type(inner), "__pydantic_fields__"):
+            unlike += shipped_values_unlike_the_code_defaults(inner, value, f"{path}.{name}")
+        elif name not in RUN_CHOICES and not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            if default != inner:
+                unlike.append(f"{path}.{name}: code {default!r}, conf/base {inner!r}")
+    return unlike
+
+
+def test_the_code_defaults_are_what_the_default_run_ships(base):
+    params = validate_parameters(base)
+    unlike = []
+    for path in ONE_PATH_BLOCKS:
+        settings, shipped = params, base
+        for part in path.split("."):
+            settings, shipped = getattr(settings, part), shipped[part]
+        unlike += shipped_values_unlike_the_code_defaults(settings, shipped, path)
+    assert unlike == []
+    # and the check can fail: the paper's tau is not the default
+    paper = validate_parameters(changed(base, ("ieu.defence.tau", 0.95)))
+    found = shipped_values_unlike_the_code_defaults(paper.ieu.defence, {"tau": 0.95}, "ieu.defence")
+    assert found == ["ieu.defence.tau: code 'auto', conf/base 0.95"]

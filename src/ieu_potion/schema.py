@@ -39,8 +39,8 @@ from ieu_potion.config import (
     distinct,
     parameter_error,
 )
-from ieu_potion.defences.ieu import IEUConfig
-from ieu_potion.defences.registry import DEFENCES, TrustedSettings
+from ieu_potion.defences.ieu import IEUSettings
+from ieu_potion.defences.registry import DEFENCES, TrustedSettings, baseline_methods
 from ieu_potion.results import ONE_SHOT
 from ieu_potion.training.engine import TrainConfig
 from ieu_potion.training.setup import ModelBlock
@@ -103,14 +103,9 @@ class PipelineParams(Block):
     _check = field_validator("attacks")(lambda cls, v: distinct(v))
 
 
-class IEUParams(Block):
-    defence: IEUConfig
-    gate_training: TrainConfig
-
-
 class _BaselinesBase(Block):
     attacks: Names = ()
-    methods: tuple[Literal[tuple(DEFENCES)], ...] = ("none",)
+    methods: tuple[Literal[tuple(baseline_methods())], ...] = ("none",)
     trusted: TrustedSettings = Field(default_factory=TrustedSettings)
 
     _check_attacks = field_validator("attacks")(lambda cls, v: distinct(v))
@@ -122,7 +117,10 @@ BaselinesParams = create_model(
     "BaselinesParams",
     __base__=_BaselinesBase,
     __doc__="``baselines``: the defences compared with IEU and their settings.",
-    **{name: (d.settings, Field(default_factory=d.settings)) for name, d in DEFENCES.items()},
+    **{
+        name: (DEFENCES[name].settings, Field(default_factory=DEFENCES[name].settings))
+        for name in baseline_methods()
+    },
 )
 
 
@@ -152,7 +150,7 @@ class Parameters(Block):
     data_split: SplitParams
     data_poisoning: DataPoisoningParams
     ieu_finetune: PipelineParams = Field(default_factory=PipelineParams)
-    ieu: IEUParams
+    ieu: IEUSettings
     potion_unlearning: PipelineParams = Field(default_factory=PipelineParams)
     potion: PotionConfig
     baselines: BaselinesParams = Field(default_factory=BaselinesParams)

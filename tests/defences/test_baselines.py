@@ -19,14 +19,20 @@ from ieu_potion.defences.attnblock import (
     smooth,
 )
 from ieu_potion.defences.ibau import IBAUSettings, fixed_point_hypergradient, project, unlearn
+from ieu_potion.defences.ieu import IEUSettings
 from ieu_potion.defences.registry import (
     DEFENCES,
+    Stage,
     Task,
+    baseline_methods,
     get_defence,
+    register_defence,
     run_defence,
+    run_stage,
 )
 from ieu_potion.models import ModelSpec, build_model
 from ieu_potion.training.engine import TrainConfig, batch_starts
+from ieu_potion.training.setup import ModelBlock
 
 
 @pytest.mark.parametrize("kind", ["lga", "flooding"])
@@ -168,7 +174,7 @@ def test_rollout_gives_a_relevance_per_patch_and_restores_fused_attention():
     assert len(maps) == 2 and torch.allclose(rows, torch.ones_like(rows))
 
 
-def tiny_task(model, size=16):
+def tiny_task(model, size=16, **optional):
     rng = np.random.default_rng(1)
 
     def images(n):
@@ -176,7 +182,7 @@ def tiny_task(model, size=16):
         return ImageSet.clean(data, rng.integers(0, 4, n), list("abcd"))
 
     config = TrainConfig(epochs=1, batch_size=16, lr=1e-3)
-    return Task(model, images(33), images(10), images(10), config, 1, model, images(20))
+    return Task(model, images(33), images(10), images(10), config, 1, model, images(20), **optional)
 
 
 def test_attnblock_reports_itself_not_applicable_without_a_vit():
@@ -200,6 +206,60 @@ def test_every_registered_defence_runs_on_a_tiny_vit(method):
     if method == "abl":
         assert {"isolation_precision", "isolation_recall", "isolated"} <= set(outcome.metrics)
         assert list(outcome.history.phase.unique()) == ["isolation", "finetune", "unlearning"]
+
+
+TINY_VIT = {"name": "vit_tiny_patch16_224", "image_size": 16}
+TINY_VIT["kwargs"] = {"patch_size": 4, "embed_dim": 24, "num_heads": 2, "depth": 2}
+IEU_SETTINGS = {
+    "defence": {"tau": 0.5, "gate_depth": 1, "queue_capacity": 4},
+    "gate_training": {"epochs": 2, "batch_size": 16, "lr": 2e-3, "warmup_epochs": 0},
+}
+
+
+def test_ieu_runs_through_the_registry_whole_or_stage_by_stage_alike():
+    """IEU is a registered multi-stage defence: run in one call (as a script does) or
+    stage by stage with each stage's outputs handed on (as the pipeline's nodes do), it
+    makes the same gate, threshold and model."""
+    models = ModelBlock.model_validate(
+        {
+            "robust": TINY_VIT,
+            "gate": TINY_VIT,
+            "weights": {"source": "scratch"},
+            "pretrain": {"train": {"epochs": 1, "batch_size": 16, "lr": 1e-3}},
+        }
+    )
+    ieu = get_defence("ieu")
+    assert ieu.needs == ("models",) and ieu.block == "ieu" and "ieu" not in baseline_methods()
+    assert [stage.name for stage in ieu.stages] == ["train_gate", "gate_threshold"]
+    settings = ieu.configure(IEU_SETTINGS)
+    whole = run_defence(ieu, tiny_task(tiny_vit(), models=models), settings)
+
+    task = tiny_task(tiny_vit(), models=models)
+    gate, gate_history = run_stage(ieu, "train_gate", task, settings)
+    assert list(gate_history.epoch) == [1, 2] and gate_history.kept.sum() == 1
+    assert len(gate.blocks) == 1  # the backbone cut to gate_depth blocks
+    (confidence,) = run_stage(ieu, "gate_threshold", task, settings, ieu_gate=gate)
+    assert float(confidence["tau"]) == 0.5 and confidence["confidence"].shape == (33,)
+    staged = run_defence(ieu, task, settings, ieu_gate=gate, gate_confidence=confidence)
+    for a, b in zip(
+        whole.model.state_dict().values(), staged.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert whole.metrics["gate_tau"] == staged.metrics["gate_tau"] == 0.5
+    assert {"gate_precision", "gate_recall", "unlearning_steps"} <= set(whole.metrics)
+    with pytest.raises(ValueError, match="defence 'ieu' needs the task's 'models' input"):
+        run_defence(ieu, tiny_task(tiny_vit()), settings)
+    with pytest.raises(ValueError, match="has no stage 'gate'; its stages: train_gate, gate_th"):
+        run_stage(ieu, "gate", task, settings)
+
+
+def test_a_stage_that_reads_what_no_earlier_stage_makes_is_refused_at_registration():
+    late = Stage("second", lambda task, settings, first: (1,), outputs=("second",))
+    with pytest.raises(ValueError, match=r"stage 'second' of 'x' reads \['first'\] before"):
+        register_defence("x", IEUSettings, stages=(Stage("second", late.run, ("s",), ("first",)),))
+    with pytest.raises(ValueError, match=r"defence 'x' reads \['missing'\], which no stage"):
+        register_defence("x", IEUSettings, stages=(late,), inputs=("missing",))
+    assert "x" not in DEFENCES
 
 
 def test_unknown_defence_lists_the_registered_ones():

@@ -80,8 +80,7 @@ def test_a_unimodal_gate_flags_nothing_while_a_confident_minority_is_cut():
     """Without a learned trigger the best cut of unimodal confidences separates weakly
     (Fisher's ratio about 7 for a Gaussian): below min_separation, tau is 1 and nothing is
     flagged; two groups pass."""
-    from ieu_potion.defences.ieu import IEUConfig
-    from ieu_potion.pipelines.ieu_finetune.nodes import stage_two_tau, usable
+    from ieu_potion.defences.ieu import IEUConfig, stage_two_tau, usable
 
     config = IEUConfig.from_params({"tau": "auto"})
     unimodal = sigmoid(np.random.default_rng(0).normal(-1.5, 0.4, 2000))

@@ -1,4 +1,4 @@
-"""Defence algorithms (torch only, no Kedro); importing the package registers the
-defences of the baselines pipeline (``registry.DEFENCES``)."""
+"""Defence algorithms (torch only, no Kedro); importing the package registers them
+(``registry.DEFENCES``): the baselines pipeline's methods and IEU."""
 
-from ieu_potion.defences import abl, attnblock, ibau, undefended  # noqa: F401  (registers)
+from ieu_potion.defences import abl, attnblock, ibau, ieu, undefended  # noqa: F401  (registers)

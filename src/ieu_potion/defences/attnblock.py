@@ -38,8 +38,10 @@ class AttnBlockSettings:
 
     # share of the attention entries zeroed in the rollout
     discard_ratio: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.9
-    filter_fraction: Share = 31 / 224  # box filter side / image side
-    square_fraction: Share = 30 / 224  # blanked square side / image side
+    # box filter side / image side: the authors' 31 px at 224 px
+    filter_fraction: Share = 0.1384
+    # blanked square side / image side: the authors' 30 px at 224 px
+    square_fraction: Share = 0.1339
     batch_size: Count = 64  # images blocked per batch
 
 

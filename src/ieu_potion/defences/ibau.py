@@ -51,7 +51,7 @@ class IBAUSettings:
     portion: Share = 0.01  # share of each outer batch that carries delta (at least one)
     batch_size: Count = 64  # trusted samples per step
     max_rms: Positive | None = 0.2  # bound on ||delta||_2 / sqrt(numel); null: unbounded
-    seed: Natural = 0  # batch order and the carried share
+    seed: Natural = 0  # batch order and the carried share (the run's seed is added)
 
 
 def fixed_point_hypergradient(
@@ -181,7 +181,9 @@ def ibau(task: Task, settings: IBAUSettings) -> Outcome:
     # The hypergradient differentiates twice; only the math kernel of scaled dot-product
     # attention (ViTs) has a second derivative.
     with sdpa_kernel(SDPBackend.MATH):
-        rows, _ = unlearn(model, inputs, labels, settings, lambda r, d: task.evaluate(model))
+        rows, _ = unlearn(
+            model, inputs, labels, task.replicate(settings), lambda r, d: task.evaluate(model)
+        )
     model.eval()
     table = pd.DataFrame(rows)
     last = table.iloc[-1]

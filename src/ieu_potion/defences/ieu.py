@@ -1,10 +1,14 @@
-"""IEU: Interleaved Ensemble Unlearning (SPEC.md section 3), torch only.
+"""IEU: Interleaved Ensemble Unlearning (docs/methods.md), torch only, registered as the
+multi-stage defence ``ieu`` (``defences/registry.py``).
 
-Stage 1 trains the shallow poisoned module (the gate) with plain cross-entropy on the
-unaugmented view; it is ``engine.fit`` with ``CrossEntropy(("plain",))``.  Stage 2 is
-``IEUObjective`` plugged into the same engine: the frozen gate decides per sample whether
-the robust module learns it (masked-logit cross-entropy) or queues it for unlearning by
-gradient ascent at the dynamic rate.
+Stage 1 (``train_gate``) trains the shallow poisoned module (the gate) with plain
+cross-entropy on the unaugmented view; it is ``engine.fit`` with
+``CrossEntropy(("plain",))``.  ``gate_threshold`` reads the kept gate's confidences on the
+training set and sets the threshold (``threshold.py`` with ``tau: auto``).  Stage 2
+(``finetune_ieu``) is ``IEUObjective`` plugged into the same engine through
+``Task.finetune``: the frozen gate decides per sample whether the robust module learns it
+(masked-logit cross-entropy) or queues it for unlearning by gradient ascent at the
+dynamic rate.
 
 Ground-truth poison flags are used only to score the gate, never to decide anything.
 """
@@ -17,6 +21,7 @@ from collections import deque
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from pydantic import Field, Strict
@@ -24,9 +29,23 @@ from torch import nn
 
 from ieu_potion import kernels
 from ieu_potion.config import Count, Natural, NonNegative, Positive, settings, settings_from_params
+from ieu_potion.data.imageset import ImageSet
+from ieu_potion.defences.registry import Outcome, Stage, Task, register_defence
+from ieu_potion.defences.threshold import Split, otsu_split, text_histogram
+from ieu_potion.results import final_metrics
 from ieu_potion.training import distributed
-from ieu_potion.training.engine import Batch, StepInfo, guarded_step, make_optimizer
+from ieu_potion.training.engine import (
+    Batch,
+    CrossEntropy,
+    StepInfo,
+    TrainConfig,
+    fit,
+    guarded_step,
+    make_optimizer,
+    predict,
+)
 from ieu_potion.training.engine import set_hyperparameters as set_optimizer_hyperparameters
+from ieu_potion.training.setup import make_gate, view_maker
 from ieu_potion.training.views import ViewMaker
 
 log = logging.getLogger(__name__)
@@ -42,8 +61,9 @@ class IEUConfig:
 
     # a number in (0, 1), the paper's fixed threshold, or "auto": chosen from the gate's
     # confidences after stage 1 (threshold.py)
-    tau: Literal["auto"] | Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.95
-    gate_epoch: Literal[GATE_EPOCHS] = "last"  # separation: the stage-1 epoch that separates best
+    tau: Literal["auto"] | Annotated[float, Strict(), Field(gt=0, lt=1)] = "auto"
+    # separation: the stage-1 epoch that separates best; last: the paper's
+    gate_epoch: Literal[GATE_EPOCHS] = "separation"
     # tau auto: the least separation (Fisher's ratio) a cut needs to be used; below it
     # nothing is flagged (docs/ieu.md: 6.2-13.6 measured without a learned backdoor)
     min_separation: NonNegative = 20.0
@@ -304,3 +324,183 @@ def gate_scores(flagged: np.ndarray, poisoned: np.ndarray) -> dict[str, float]:
 def confidence(logits: np.ndarray) -> np.ndarray:
     """Max softmax probability per row of logits."""
     return torch.from_numpy(logits).float().softmax(-1).max(-1).values.numpy()
+
+
+@settings
+class IEUSettings:
+    """``ieu``: the gate threshold and how stage 2 unlearns (``defence``), and stage 1's
+    training recipe (``gate_training``; the run's seed is added to its seed)."""
+
+    defence: IEUConfig
+    gate_training: TrainConfig
+
+
+def usable(config: IEUConfig, split: Split | None) -> Split | None:
+    """``split`` where it separates by at least ``min_separation``; else None (the
+    confidences show no confident minority: no learned trigger to gate)."""
+    return split if split and split.separation >= config.min_separation else None
+
+
+def stage_two_tau(config: IEUConfig, split: Split | None) -> float:
+    """The configured tau, or with ``tau: auto`` the cut's; 1 (nothing flagged) where the
+    confidences allow no cut."""
+    if config.tau != "auto":
+        return float(config.tau)
+    return split.tau if split else 1.0
+
+
+def min_flagged(config: IEUConfig, batch_size: int) -> int:
+    """The fewest flagged samples ``tau: auto`` accepts: one unlearning batch (the queue
+    capacity, by default the finetuning batch size), since fewer flags per epoch never
+    trigger an unlearning step."""
+    return config.queue_capacity or batch_size
+
+
+def gate_confidences(gate: nn.Module, train: ImageSet) -> dict[str, np.ndarray]:
+    """The gate's confidence on every training sample, with the ground truth beside it."""
+    return {
+        "confidence": confidence(predict(gate, train, view_maker(gate))),
+        "poisoned": train.poisoned,
+        "labels": train.labels,
+    }
+
+
+def train_gate(task: Task, settings: IEUSettings) -> tuple[nn.Module, pd.DataFrame]:
+    """Stage 1: the shallow poisoned module, plain CE on the unaugmented view, from the
+    task's gate backbone (or its backbone) cut to ``gate_depth`` blocks.
+
+    After each epoch the gate's confidences on the training set are split as ``tau: auto``
+    would split them (no ground truth); the history records the separation, that tau and
+    the flags' precision/recall against the ground truth (scoring only).
+    ``gate_epoch: separation`` keeps the epoch that separates best, ``last`` the final
+    one; stage 2 freezes the gate kept."""
+    config = settings.defence
+    training = task.replicate(settings.gate_training)
+    least = min_flagged(config, task.recipe.batch_size)
+    start = task.backbone if task.gate_backbone is None else task.gate_backbone
+    gate = make_gate(start, task.models.gate, config.gate_depth, training.seed)
+    best: dict[str, Any] = {"epoch": 0, "separation": -math.inf}
+    epoch = 0
+
+    def evaluate(g: nn.Module) -> dict[str, float]:
+        nonlocal epoch
+        epoch += 1
+        conf = gate_confidences(g, task.train)["confidence"]
+        raw = otsu_split(conf, least)
+        split = usable(config, raw)
+        tau = stage_two_tau(config, split)
+        if split and split.separation > best["separation"]:
+            best.update(
+                epoch=epoch,
+                separation=split.separation,
+                state={k: v.detach().clone() for k, v in g.state_dict().items()},
+            )
+        return {
+            "separation": raw.separation if raw else math.nan,
+            "gate_tau": tau,
+            **gate_scores(conf > tau, task.train.poisoned),
+        }
+
+    history = fit(
+        gate,
+        task.train,
+        CrossEntropy(("plain",)),
+        training,
+        view_maker(gate, training),
+        evaluate=evaluate,
+        name="gate",
+    )
+    table = history.table()
+    kept = len(table)
+    if config.gate_epoch == "separation":
+        if best["epoch"]:
+            gate.load_state_dict(best["state"])
+            kept = best["epoch"]
+        else:
+            log.warning(
+                "gate: no epoch left a confident minority of >= %d samples separated by "
+                ">= %g; keeping the last",
+                least,
+                config.min_separation,
+            )
+    table["kept"] = table.epoch == kept
+    log.info(
+        "gate: kept epoch %d of %d (gate_epoch %s, separation %.3g)",
+        kept,
+        len(table),
+        config.gate_epoch,
+        table.separation.iloc[kept - 1],
+    )
+    return gate, table
+
+
+def gate_threshold(
+    task: Task, settings: IEUSettings, ieu_gate: nn.Module
+) -> tuple[dict[str, np.ndarray]]:
+    """The kept gate's confidences on the training set with the threshold stage 2 uses
+    (``tau``): the configured value, or with ``tau: auto`` the Otsu cut of these
+    confidences.  Where no cut leaves a confident minority, tau is 1 (nothing flagged: IEU
+    becomes plain finetuning) and a warning says so."""
+    config = settings.defence
+    arrays = gate_confidences(ieu_gate, task.train)
+    conf = arrays["confidence"]
+    raw = otsu_split(conf, min_flagged(config, task.recipe.batch_size))
+    split = usable(config, raw)
+    tau = stage_two_tau(config, split)
+    if config.tau == "auto":
+        if split is None:
+            log.warning(
+                "tau auto: the gate's confidences show no confident minority (best cut's "
+                "separation %.3g, below min_separation %g); nothing is flagged and IEU's "
+                "stage 2 is plain finetuning",
+                raw.separation if raw else math.nan,
+                config.min_separation,
+            )
+        else:
+            log.info(
+                "tau auto: %.4f (separation %.3g, %d of %d samples flagged, %.1f%%)",
+                tau,
+                split.separation,
+                split.flagged,
+                split.total,
+                100 * split.share,
+            )
+    log.info("gate confidences, tau in the starred bin: %s", text_histogram(conf, tau))
+    return ({**arrays, "tau": np.array(tau)},)
+
+
+@register_defence(
+    "ieu",
+    IEUSettings,
+    needs=("models",),
+    block="ieu",
+    stages=(
+        Stage("train_gate", train_gate, outputs=("ieu_gate", "gate_history")),
+        Stage("gate_threshold", gate_threshold, outputs=("gate_confidence",), inputs=("ieu_gate",)),
+    ),
+    inputs=("ieu_gate", "gate_confidence"),
+)
+def finetune_ieu(
+    task: Task,
+    settings: IEUSettings,
+    ieu_gate: nn.Module,
+    gate_confidence: dict[str, np.ndarray],
+) -> Outcome:
+    """Stage 2: the robust module learns what the gate lets through and unlearns the rest;
+    the gate flags confidences above ``gate_confidence["tau"]``."""
+    config = task.recipe
+    tau = float(gate_confidence["tau"])
+    objective = IEUObjective(
+        ieu_gate,
+        view_maker(ieu_gate),
+        settings.defence,
+        tau,
+        task.train.num_classes,
+        config.batch_size,
+        config.clip,
+        task.train.poisoned,
+        config.torch_device(),
+    )
+    model, history = task.finetune(objective, "ieu")
+    table = history.table()
+    return Outcome(model, table, {**final_metrics(table, history.seconds), "gate_tau": tau})

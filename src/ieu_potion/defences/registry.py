@@ -1,14 +1,22 @@
 """One interface for every defence that produces a finetuned (or repaired) model.
 
 A defence is a function ``run(task, settings) -> Outcome`` registered under a name with
-``@register_defence``.  Its settings come from the ``baselines.<name>`` parameter block
-into a settings class (``config.settings``: a frozen dataclass whose fields all have
-defaults, validated on construction for types, ranges and unknown keys); the parameter
-schema (schema.py) validates it before any node starts.  ``needs`` says which
-optional inputs of the ``Task`` it reads: ``undefended`` (post-training defences repair
-the undefended model) or ``trusted`` (a small clean set).  The baselines pipeline builds
-one node per name listed in ``baselines.methods``; a new method is one module plus its
-decorator (and an import in ``defences/__init__.py``).
+``@register_defence``.  Its settings come from its parameter block (``baselines.<name>``
+for the baselines pipeline's methods, ``ieu`` for IEU) into a settings class
+(``config.settings``: a frozen dataclass validated on construction for types, ranges and
+unknown keys); the parameter schema (schema.py) validates it before any node starts.
+``needs`` says which optional inputs of the ``Task`` it reads: ``undefended``
+(post-training defences repair the undefended model), ``trusted`` (a small clean set) or
+``models`` (the run's model settings, for a defence that builds a model of its own).
+
+A multi-stage defence also lists its earlier ``stages`` (IEU: the gate, then its
+threshold): each is ``stage.run(task, settings, **inputs) -> tuple`` over the outputs of
+the stages before it, and ``run`` reads the outputs it names in ``inputs``.
+``run_defence`` runs them all in a row (scripts, benchmarks, tests); a pipeline makes one
+node per stage (``run_stage``), so each stage's outputs are catalogued and a run resumes
+between them.  The baselines pipeline builds one node per name listed in
+``baselines.methods``; a new method is one module plus its decorator (and an import in
+``defences/__init__.py``); docs/baselines.md.
 
 ``Task.finetune`` is the one way every method trains: a copy of a starting model through
 ``engine.fit`` with the run's recipe, evaluated for CA and ASR each epoch.
@@ -34,18 +42,20 @@ from ieu_potion.config import Natural, Share, settings, settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import RunKey
 from ieu_potion.training.engine import History, Objective, TrainConfig, fit
-from ieu_potion.training.setup import evaluator, view_maker
+from ieu_potion.training.setup import ModelBlock, evaluator, view_maker
 from ieu_potion.training.views import ViewMaker
 
-NEEDS = ("undefended", "trusted")
+NEEDS = ("undefended", "trusted", "models")
 
 
 @dataclass(frozen=True)
 class Task:
     """What a defence is given: the starting weights, the (possibly poisoned) finetuning
     set, the test sets it is scored on, the finetuning recipe (the run's seed already
-    added) and the attack's target class; ``undefended`` and ``trusted`` where the
-    defence asked for them."""
+    added) and the attack's target class; ``undefended``, ``trusted`` and ``models`` where
+    the defence asked for them; ``gate_backbone``, a pretrained start for IEU's gate where
+    the run pretrains one (``model.gate_pretrain``); ``seed``, the run's seed, which a
+    defence adds to every seed its settings configure."""
 
     backbone: nn.Module
     train: ImageSet
@@ -55,6 +65,9 @@ class Task:
     target_class: int
     undefended: nn.Module | None = None
     trusted: ImageSet | None = None
+    models: ModelBlock | None = None
+    gate_backbone: nn.Module | None = None
+    seed: int = 0
 
     @classmethod
     def of_run(
@@ -71,7 +84,13 @@ class Task:
         """The task of one run from its node inputs: the recipe with the run's seed."""
         recipe = key.replicate(TrainConfig.from_params(finetune_params))
         target = AttackConfig.from_params(attack).target_class
-        return cls(backbone, train, clean_test, triggered_test, recipe, target, **optional)
+        return cls(
+            backbone, train, clean_test, triggered_test, recipe, target, **optional, seed=key.seed
+        )
+
+    def replicate(self, config: Any) -> Any:
+        """``config`` (settings with a ``seed``) with the run's seed added to its own."""
+        return dataclasses.replace(config, seed=config.seed + self.seed)
 
     def views(self, model: nn.Module, config: TrainConfig | None = None) -> ViewMaker:
         return view_maker(model, config or self.recipe)
@@ -120,33 +139,91 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A step of a multi-stage defence before its last: ``run(task, settings, **inputs)``
+    gets the outputs of earlier stages named in ``inputs`` and returns one value per name
+    in ``outputs`` (a tuple).  The names are those of the datasets a pipeline catalogues
+    them as, inside the attack namespace (IEU's ``ieu_gate``)."""
+
+    name: str
+    run: Callable[..., tuple]
+    outputs: tuple[str, ...]
+    inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Defence:
     name: str
-    run: Callable[[Task, Any], Outcome]
-    settings: Any  # a settings class (config.settings), every field with a default
+    run: Callable[..., Outcome]  # (task, settings, **outputs of the stages named in inputs)
+    settings: Any  # a settings class (config.settings)
     needs: tuple[str, ...]
     makes_model: bool
+    block: str  # the parameter block its settings are read from
+    stages: tuple[Stage, ...] = ()
+    inputs: tuple[str, ...] = ()  # the stages' outputs that run reads
+
+    @property
+    def baseline(self) -> bool:
+        """Whether the baselines pipeline runs it (its block is ``baselines.<name>``)."""
+        return self.block == f"baselines.{self.name}"
 
     def configure(self, params: dict[str, Any] | None) -> Any:
-        """The method's settings from its ``baselines.<name>`` block (None: defaults)."""
-        return settings_from_params(self.settings, params or {}, f"baselines.{self.name}")
+        """The method's settings from its parameter block (None: defaults)."""
+        return settings_from_params(self.settings, params or {}, self.block)
+
+    def stage(self, name: str) -> Stage:
+        found = {stage.name: stage for stage in self.stages}
+        if name not in found:
+            raise ValueError(
+                f"defence {self.name!r} has no stage {name!r}; its stages: "
+                f"{', '.join(found) or 'none'}"
+            )
+        return found[name]
 
 
 DEFENCES: dict[str, Defence] = {}
 
 
 def register_defence(
-    name: str, settings: Any, needs: tuple[str, ...] = (), makes_model: bool = True
+    name: str,
+    settings: Any,
+    needs: tuple[str, ...] = (),
+    makes_model: bool = True,
+    block: str | None = None,
+    stages: tuple[Stage, ...] = (),
+    inputs: tuple[str, ...] = (),
 ):
-    """Register ``run(task, settings) -> Outcome`` as the defence ``name``."""
+    """Register ``run(task, settings, **inputs) -> Outcome`` as the defence ``name``, its
+    settings read from ``block`` (default ``baselines.<name>``: a method of the baselines
+    pipeline, every setting with a default), after ``stages``."""
     unknown = sorted(set(needs) - set(NEEDS))
     if unknown:
         raise ValueError(f"unknown defence inputs {unknown}; valid: {', '.join(NEEDS)}")
+    made: list[str] = []
+    for stage in stages:
+        missing = sorted(set(stage.inputs) - set(made))
+        if missing:
+            raise ValueError(
+                f"stage {stage.name!r} of {name!r} reads {missing} before any makes it"
+            )
+        made += stage.outputs
+    missing = sorted(set(inputs) - set(made))
+    if missing:
+        raise ValueError(f"defence {name!r} reads {missing}, which no stage makes")
 
-    def decorate(run: Callable[[Task, Any], Outcome]):
+    def decorate(run: Callable[..., Outcome]):
         if name in DEFENCES:
             raise ValueError(f"defence {name!r} is registered twice")
-        DEFENCES[name] = Defence(name, run, settings, tuple(needs), makes_model)
+        DEFENCES[name] = Defence(
+            name,
+            run,
+            settings,
+            tuple(needs),
+            makes_model,
+            block or f"baselines.{name}",
+            tuple(stages),
+            tuple(inputs),
+        )
         return run
 
     return decorate
@@ -170,6 +247,11 @@ def trusted_settings(baselines: dict[str, Any]) -> TrustedSettings:
 def listed_methods(baselines: dict[str, Any]) -> list[str]:
     """``baselines.methods`` (default ``[none]``; the schema checks the names)."""
     return list(baselines.get("methods", ["none"]))
+
+
+def baseline_methods() -> list[str]:
+    """The defences the baselines pipeline can run (``baselines.methods``)."""
+    return [name for name, defence in DEFENCES.items() if defence.baseline]
 
 
 def get_defence(name: str) -> Defence:
@@ -220,14 +302,32 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, float]]:
         found["peak_memory_mb"] = (peak[0] - start) / 2**20
 
 
-def run_defence(defence: Defence, task: Task, settings: Any) -> Outcome:
-    """``defence`` on ``task``, its wall time and peak memory added to the metrics."""
+def _check_needs(defence: Defence, task: Task) -> None:
     for need in defence.needs:
         if getattr(task, need) is None:
             raise ValueError(f"defence {defence.name!r} needs the task's {need!r} input")
+
+
+def run_stage(defence: Defence, name: str, task: Task, settings: Any, **inputs: Any) -> tuple:
+    """The stage ``name`` of ``defence`` alone (a pipeline node), on the outputs of the
+    stages before it."""
+    _check_needs(defence, task)
+    stage = defence.stage(name)
+    return stage.run(task, settings, **{n: inputs[n] for n in stage.inputs})
+
+
+def run_defence(defence: Defence, task: Task, settings: Any, **done: Any) -> Outcome:
+    """``defence`` on ``task``: each of its stages whose outputs are not in ``done`` (the
+    outputs of stages a pipeline ran as nodes of their own), then its last step; the wall
+    time and peak memory of what ran here are added to the metrics."""
+    _check_needs(defence, task)
     start = time.perf_counter()
     with peak_memory(task.recipe.torch_device()) as memory:
-        outcome = defence.run(task, settings)
+        for stage in defence.stages:
+            if not all(output in done for output in stage.outputs):
+                made = stage.run(task, settings, **{n: done[n] for n in stage.inputs})
+                done.update(zip(stage.outputs, made, strict=True))
+        outcome = defence.run(task, settings, **{n: done[n] for n in defence.inputs})
     outcome.metrics.setdefault("seconds", time.perf_counter() - start)
     outcome.metrics.update(memory)
     return outcome

@@ -9,6 +9,7 @@ the rows they write say what produced them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial, update_wrapper
@@ -44,23 +45,25 @@ def backbone_namespace(params: dict[str, Any], seed: int) -> str | None:
     return f"seed_{seed}" if backbone_per_seed(params) else None
 
 
-# Parameter blocks that decide each method family's numbers (besides the seed).
+# Parameter blocks that decide each family's numbers (besides the seed): every model
+# trained from the backbone depends on these, the families that are no defence on the
+# blocks listed here, and a registered defence on its own block (where its settings
+# class has any field) and the trusted set's where it reads one.
 _COMMON = ("dataset_name", "data_split", "model", "finetune", "backbone_per_seed")
-FAMILY_BLOCKS = {
+NOT_DEFENCES = {
     "data": ("dataset_name", "data_split", "data_poisoning.discovery"),
-    "none": _COMMON,
-    "ieu": (*_COMMON, "ieu"),
     "potion": (*_COMMON, "ieu", "potion", "data_poisoning.discovery"),
 }
 
 
 def family_blocks(family: str) -> tuple[str, ...]:
-    """The parameter blocks behind a family's rows; a registered defence's are the common
-    ones, its own ``baselines.<name>`` block and, where it reads one, the trusted set's."""
-    if family in FAMILY_BLOCKS:
-        return FAMILY_BLOCKS[family]
-    trusted = ("baselines.trusted",) if "trusted" in get_defence(family).needs else ()
-    return (*_COMMON, f"baselines.{family}", *trusted)
+    """The parameter blocks behind a family's rows (see above)."""
+    if family in NOT_DEFENCES:
+        return NOT_DEFENCES[family]
+    defence = get_defence(family)
+    own = (defence.block,) if dataclasses.fields(defence.settings) else ()
+    trusted = ("baselines.trusted",) if "trusted" in defence.needs else ()
+    return (*_COMMON, *own, *trusted)
 
 
 def uses_codec(params: dict[str, Any], namespace: str) -> bool:

@@ -73,7 +73,7 @@ class PotionConfig:
     tradeoff_shares: tuple[Text, ...] = ()
     # At most this many steps of each such search are scored, evenly spaced, the last one
     # always among them; 0: every step.
-    tradeoff_points: Natural = 0
+    tradeoff_points: Natural = 12
     importance_batch_size: Count = 64  # samples per importance batch
     ptn: PTNConfig = field(default_factory=PTNConfig)
 

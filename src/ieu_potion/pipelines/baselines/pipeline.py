@@ -9,9 +9,9 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from ieu_potion.defences.registry import DEFENCES, listed_methods
 from ieu_potion.pipelines.baselines import nodes
+from ieu_potion.pipelines.defence_nodes import defence_nodes
 from ieu_potion.pipelines.templating import (
     Replicate,
-    bound,
     namespaces,
     per_namespace,
     shared_parameters,
@@ -31,36 +31,10 @@ def needs_trusted(params: dict[str, Any]) -> bool:
     return any("trusted" in DEFENCES[m].needs for m in methods(params))
 
 
-def defence_node(method: str, replicate: Replicate):
-    defence = DEFENCES[method]
-    inputs = {
-        "backbone": "backbone",
-        "poisoned_train": "poisoned_train",
-        "clean_test": "clean_test",
-        "triggered_test": "triggered_test",
-        "finetune_params": "params:finetune",
-        "baselines": "params:baselines",
-        "attack": "params:namespace.attack",
-    }
-    if "undefended" in defence.needs:
-        inputs["undefended"] = "none_model"
-    if "trusted" in defence.needs:
-        inputs["trusted"] = "trusted_images"
-    outputs = [f"{method}_history", f"results_{method}"]
-    if defence.makes_model:
-        outputs.insert(0, f"{method}_model")
-    return node(
-        bound(nodes.defend, method=method, key=replicate.key(method)),
-        inputs,
-        outputs,
-        name=f"defend_{method}",
-    )
-
-
 def baselines_template(replicate: Replicate) -> Pipeline:
     listed = namespaces(replicate.params, "baselines")
     chosen = methods(replicate.params) if replicate.namespace in listed else ["none"]
-    return pipeline([defence_node(m, replicate) for m in chosen])
+    return pipeline([n for m in chosen for n in defence_nodes(m, replicate)])
 
 
 def create_pipeline(params: dict[str, Any]) -> Pipeline:

@@ -6,6 +6,7 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from ieu_potion.pipelines.defence_nodes import defence_nodes
 from ieu_potion.pipelines.ieu_finetune import nodes
 from ieu_potion.pipelines.templating import (
     Replicate,
@@ -54,39 +55,9 @@ def backbone_pipeline(params: dict[str, Any]) -> Pipeline:
 
 
 def ieu_template(replicate: Replicate) -> Pipeline:
-    key = replicate.key("ieu")
-    start = "gate_backbone" if gate_pretrained(replicate.params) else "backbone"
+    """IEU's stages (gate, threshold) and stage 2, as the defence registry has them."""
     return pipeline(
-        [
-            node(
-                bound(nodes.train_gate, key=key),
-                [start, "poisoned_train", "params:model", "params:ieu", "params:finetune"],
-                ["ieu_gate", "gate_history"],
-                name="train_gate",
-            ),
-            node(
-                nodes.gate_threshold,
-                ["ieu_gate", "poisoned_train", "params:ieu", "params:finetune"],
-                "gate_confidence",
-                name="gate_threshold",
-            ),
-            node(
-                bound(nodes.finetune_ieu, key=key),
-                [
-                    "backbone",
-                    "ieu_gate",
-                    "gate_confidence",
-                    "poisoned_train",
-                    "clean_test",
-                    "triggered_test",
-                    "params:finetune",
-                    "params:ieu",
-                    "params:namespace.attack",
-                ],
-                ["ieu_model", "ieu_history", "results_ieu"],
-                name="finetune_ieu",
-            ),
-        ]
+        defence_nodes("ieu", replicate, gate_backbone=gate_pretrained(replicate.params))
     )
 
 
