@@ -478,6 +478,73 @@ def test_five_methods_on_a_vit_robust_module_reach_the_report(tiny_project):
     assert table.CA.notna().all() and table.ASR.notna().all()
 
 
+# A `kedro run` whose validations are counted: every parameter tree the schema checks
+# (Parameters) and every block a settings class reads from a mapping.
+COUNTED_RUN = """
+import collections, json, sys
+from pathlib import Path
+from kedro.framework.cli.cli import KedroCLI
+from ieu_potion import config, schema
+
+counts = collections.Counter()
+adapter = config._adapter
+
+
+class Counted:
+    def __init__(self, kind):
+        self.kind, self.inner = kind, adapter(kind)
+
+    def validate_python(self, params):
+        counts[self.kind.__name__] += 1
+        return self.inner.validate_python(params)
+
+
+config._adapter = Counted
+whole = schema.Parameters.model_validate
+
+
+def counted_tree(params, *args, **kwargs):
+    counts["Parameters"] += 1
+    return whole(params, *args, **kwargs)
+
+
+schema.Parameters.model_validate = counted_tree
+try:
+    KedroCLI(Path.cwd()).main(args=["run", *sys.argv[2:]], prog_name="kedro")
+except SystemExit as exc:
+    assert not exc.code, exc.code
+Path(sys.argv[1]).write_text(json.dumps(counts))
+"""
+
+
+@pytest.mark.slow
+def test_each_parameter_block_is_validated_once_per_run(tiny_project, tmp_path):
+    """Building the pipelines and the check before the run share one validation of the
+    tree, and the nodes are handed its settings objects: no node validates a block again
+    (IEU's pipeline with its upstream: the data, the backbone, the gate, stage 2)."""
+    counts = tmp_path / "counts.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            COUNTED_RUN,
+            str(counts),
+            "--env",
+            "tiny",
+            "--pipeline",
+            "ieu_finetune",
+        ],
+        cwd=tiny_project,
+        env=kedro_env(ONE_THREAD),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "badnets_white.seed_0.defend_ieu" in result.stdout + result.stderr
+    assert json.loads(counts.read_text()) == {"Parameters": 1}
+
+
 def test_every_pipeline_carries_its_upstream_so_it_runs_on_a_fresh_project(
     tiny_project, monkeypatch
 ):

@@ -10,6 +10,7 @@ parameter path (``ParameterError``).  No Kedro here: the Kedro side of configura
 from __future__ import annotations
 
 import functools
+import json
 import typing
 from typing import Annotated, Any
 
@@ -114,14 +115,32 @@ def _adapter(kind: Any) -> TypeAdapter:
     return TypeAdapter(kind)
 
 
+# Blocks validated in this process: (class, path, canonical JSON of the mapping) -> settings.
+_VALIDATED: dict[tuple[Any, str, str], Any] = {}
+
+
+def canonical(params: Any) -> str:
+    """A mapping as JSON with sorted keys: equal blocks give equal text."""
+    return json.dumps(params, sort_keys=True, default=repr)
+
+
 def settings_from_params(cls: Any, params: Any, where: str) -> Any:
     """Validate a parameter block (a mapping) into the settings class ``cls``: types,
-    ranges, finiteness and unknown keys, each failure named by its path below ``where``."""
+    ranges, finiteness and unknown keys, each failure named by its path below ``where``.
+
+    A value that already is a ``cls`` is returned as it is: a Kedro run hands its nodes the
+    blocks the schema validated (hooks.py), and a settings object is immutable.  A mapping
+    is validated once per process: asked for again, the same block gives the same object."""
+    if isinstance(params, cls):
+        return params
     if params is None:
         params = {}
     if not isinstance(params, dict):
         raise ParameterError(f"{where} must be a mapping of settings, got {params!r}")
-    try:
-        return _adapter(cls).validate_python(params)
-    except ValidationError as exc:
-        raise parameter_error(exc, where, cls) from None
+    key = (cls, where, canonical(params))
+    if key not in _VALIDATED:
+        try:
+            _VALIDATED[key] = _adapter(cls).validate_python(params)
+        except ValidationError as exc:
+            raise parameter_error(exc, where, cls) from None
+    return _VALIDATED[key]

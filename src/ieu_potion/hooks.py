@@ -16,7 +16,7 @@ from ieu_potion.adapters.config_loader import run_source_data
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.io import atomic_write_text
 from ieu_potion.results import fingerprint
-from ieu_potion.schema import validate_parameters
+from ieu_potion.schema import typed_blocks, validate_parameters
 from ieu_potion.training import distributed
 from ieu_potion.training.engine import set_deterministic
 
@@ -44,7 +44,9 @@ class ValidateBeforeRunHook:
     """Check everything the run reads before any node starts.
 
     The whole parameter tree is validated against the schema (schema.py: types, ranges,
-    cross-references; each failure named by its path), deterministic algorithms are
+    cross-references; each failure named by its path), once: the catalog's parameter
+    datasets then hold the validated settings objects, which the nodes are handed as they
+    are (``config.settings_from_params`` validates only mappings), deterministic algorithms are
     switched on where ``deterministic: true``, the torchrun ranks join their process
     group where ``distributed: true`` (and leave it when the run ends), and source data
     sets are asked whether they can load (path, layout); a failure names the catalog
@@ -55,6 +57,9 @@ class ValidateBeforeRunHook:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         if "parameters" in catalog:
             params = validate_parameters(catalog.load("parameters"))
+            for name, block in typed_blocks(params).items():
+                if name in catalog:
+                    catalog[name] = block
             set_deterministic(params.deterministic)
             distributed.join(params.distributed)
         for name in sorted(pipeline.inputs()):

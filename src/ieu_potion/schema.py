@@ -14,12 +14,12 @@ pipeline is built and again, on the parameters the catalog holds, before any nod
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     ConfigDict,
     Field,
+    PrivateAttr,
     Strict,
     ValidationError,
     create_model,
@@ -36,6 +36,7 @@ from ieu_potion.config import (
     ParameterError,
     Share,
     Text,
+    canonical,
     distinct,
     parameter_error,
 )
@@ -160,9 +161,11 @@ class Parameters(Block):
     def _seeds(cls, value: list[int] | int) -> list[int]:
         return seed_list(value if isinstance(value, int) else distinct(_nonempty(value)))
 
+    _namespaces: dict[str, NamespaceParams] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
     def _cross_references(self) -> Parameters:
-        namespaces = self.namespaces()
+        self._namespaces = namespaces = self._validate_namespaces()
         listed = self.data_poisoning.attacks
         missing = [ns for ns in listed if ns not in namespaces]
         if missing:
@@ -182,6 +185,16 @@ class Parameters(Block):
         return self
 
     def namespaces(self) -> dict[str, NamespaceParams]:
+        """Every attack namespace block, by name (validated with the rest)."""
+        return dict(self._namespaces)
+
+    def potion_for(self, namespace: str) -> PotionConfig:
+        """The Potion settings of ``namespace``: the ``potion`` block with the namespace's
+        own ``<namespace>.potion`` entries over it (the one place they are merged)."""
+        own = self._namespaces[namespace].potion
+        return with_own_settings(self.potion, own, f"{namespace}.potion" if own else "potion")
+
+    def _validate_namespaces(self) -> dict[str, NamespaceParams]:
         """Every attack namespace block, validated (a top-level key that is none of the
         blocks above and no ``_anchor`` must be one).  A namespace names folders and Kedro
         namespaces, so it is letters, digits, ``_`` and ``-`` only: no ``..`` that would
@@ -212,9 +225,8 @@ class Parameters(Block):
         """The namespace's Potion settings (its entries over the shared block) and the
         shares they name, which must be drawn by data_poisoning.discovery."""
         where = f"{namespace}.potion" if block.potion else "potion"
-        merged = with_own_settings(_plain(self.potion), block.potion)
         try:
-            potion = PotionConfig.from_params(merged)
+            potion = self.potion_for(namespace)
         except ParameterError as exc:
             raise ValueError(f"{where} (over the potion block): {exc}") from None
         if potion.discovery == "realistic":
@@ -236,17 +248,41 @@ class Parameters(Block):
                 )
 
 
-def _plain(settings: Any) -> dict[str, Any]:
-    """A settings object back as the mapping it was read from (nested ones too)."""
-    return asdict(settings)
+# Parameter trees validated in this process, by their canonical JSON text.
+_VALIDATED: dict[str, Parameters] = {}
 
 
 def validate_parameters(params: dict[str, Any]) -> Parameters:
     """The run's parameters, validated as a whole; a ``ParameterError`` names every
-    parameter that fails, by its path."""
+    parameter that fails, by its path.  A tree is validated once per process: building the
+    pipelines and the check before the run (hooks.py) share the result."""
     if not isinstance(params, dict):
         raise ParameterError(f"the parameters must be a mapping, got {type(params).__name__}")
-    try:
-        return Parameters.model_validate(params)
-    except ValidationError as exc:
-        raise parameter_error(exc, "", Parameters) from None
+    key = canonical(params)
+    if key not in _VALIDATED:
+        try:
+            _VALIDATED[key] = Parameters.model_validate(params)
+        except ValidationError as exc:
+            raise parameter_error(exc, "", Parameters) from None
+    return _VALIDATED[key]
+
+
+def typed_blocks(params: Parameters) -> dict[str, Any]:
+    """Every block of the validated tree that is a settings object, by the name Kedro gives
+    its parameter dataset (``params:finetune``, ``params:ieu.defence``,
+    ``params:<namespace>.attack``): what the nodes are handed instead of mappings."""
+    found: dict[str, Any] = {}
+
+    def visit(value: Any, path: str) -> None:
+        fields = getattr(type(value), "__pydantic_fields__", None)
+        if not isinstance(fields, dict):
+            return
+        if path:
+            found[f"params:{path}"] = value
+        for name in fields:
+            visit(getattr(value, name), f"{path}.{name}" if path else name)
+
+    visit(params, "")
+    for name, block in params.namespaces().items():
+        visit(block, name)
+    return found

@@ -10,6 +10,7 @@ shared results table, models, figures) are written atomically and read without p
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import io
 import json
@@ -25,6 +26,7 @@ from kedro_datasets._typing import PlotlyPreview, TablePreview
 from torch import nn
 
 from ieu_potion.attacks.stega import CODEC_SPEC, CODEC_WEIGHTS, StegaCodec, load_codec, save_codec
+from ieu_potion.config import settings_from_params
 from ieu_potion.data import cifar10, digits, folders
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.data.imageset import ImageSet
@@ -41,6 +43,7 @@ from ieu_potion.models.factory import SPEC_FILE, WEIGHTS_FILE
 from ieu_potion.reporting.tables import markdown_table
 from ieu_potion.results import KEY_COLUMNS, RESULT_COLUMNS, check_rows
 from ieu_potion.training import distributed
+from ieu_potion.unlearning.potion import PotionConfig
 
 
 class _SourceDataset(AbstractDataset[None, dict[str, ImageSet]]):
@@ -359,6 +362,20 @@ class JsonDataset(_FileDataset):
 
     def _write(self, data: Any) -> None:
         atomic_write_text(self._filepath, json.dumps(data, indent=2, default=str) + "\n")
+
+
+class PotionSettingsDataset(_FileDataset):
+    """A namespace's Potion settings (``PotionConfig``) as JSON, every setting written out;
+    read back through the settings class, so a file edited by hand is checked like a
+    parameter block."""
+
+    def load(self) -> PotionConfig:
+        data = json.loads(self._filepath.read_text(encoding="utf-8"))
+        return settings_from_params(PotionConfig, data, repr(str(self._filepath)))
+
+    def _write(self, data: PotionConfig) -> None:
+        text = json.dumps(dataclasses.asdict(data), indent=2)
+        atomic_write_text(self._filepath, text + "\n")
 
 
 class HtmlDataset(_FileDataset):

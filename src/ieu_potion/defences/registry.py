@@ -238,10 +238,10 @@ class TrustedSettings:
     seed: Natural = 0  # which samples are drawn
 
 
-def trusted_settings(baselines: dict[str, Any]) -> TrustedSettings:
-    return settings_from_params(
-        TrustedSettings, baselines.get("trusted") or {}, "baselines.trusted"
-    )
+def trusted_settings(baselines: Any) -> TrustedSettings:
+    """``baselines.trusted`` of the validated ``baselines`` block, or of a mapping."""
+    trusted = baselines.get("trusted") if isinstance(baselines, dict) else baselines.trusted
+    return settings_from_params(TrustedSettings, trusted, "baselines.trusted")
 
 
 def listed_methods(baselines: dict[str, Any]) -> list[str]:

@@ -34,11 +34,12 @@ NEED_INPUTS = {
 }
 
 
-def _settings(defence: Defence, root: dict[str, Any] | None) -> Any:
-    """The defence's settings from its block, read below the top-level ``root`` block."""
+def _settings(defence: Defence, root: Any) -> Any:
+    """The defence's settings from its block, read below the top-level ``root`` block (the
+    validated settings in a run, a mapping from a script)."""
     value: Any = root
     for part in defence.block.split(".")[1:]:
-        value = (value or {}).get(part)
+        value = (value or {}).get(part) if isinstance(value, dict) else getattr(value, part)
     return defence.configure(value)
 
 

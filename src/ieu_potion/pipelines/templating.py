@@ -21,8 +21,8 @@ from ieu_potion.adapters.config_loader import run_source_data
 from ieu_potion.attacks import TRIGGERS
 from ieu_potion.defences.registry import get_defence
 from ieu_potion.results import RunKey, fingerprint, replicate_name
-from ieu_potion.schema import seed_list
-from ieu_potion.unlearning.potion import with_own_settings
+from ieu_potion.schema import seed_list, validate_parameters
+from ieu_potion.unlearning.potion import PotionConfig
 
 
 def namespaces(params: dict[str, Any], pipeline_name: str) -> list[str]:
@@ -89,16 +89,14 @@ def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[s
     if family == "potion":
         if "potion" in params[namespace]:
             found["namespace_potion"] = params[namespace]["potion"]
-        if potion_settings(params, namespace).get("discovery") != "realistic":
+        if potion_settings(params, namespace).discovery != "realistic":
             found.pop("ieu")
     return found
 
 
-def potion_settings(params: dict[str, Any], namespace: str) -> dict[str, Any]:
+def potion_settings(params: dict[str, Any], namespace: str) -> PotionConfig:
     """The Potion settings of ``namespace``: ``potion`` with ``<namespace>.potion`` over it."""
-    return with_own_settings(
-        params.get("potion") or {}, (params.get(namespace) or {}).get("potion")
-    )
+    return validate_parameters(params).potion_for(namespace)
 
 
 @dataclass(frozen=True)

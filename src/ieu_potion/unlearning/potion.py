@@ -17,6 +17,7 @@ confidences alone: no ground truth is read).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -93,14 +94,20 @@ class PotionConfig:
         return settings_from_params(cls, params, "potion")
 
 
-def with_own_settings(potion: dict[str, Any], own: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The shared ``potion`` block with a namespace's own entries over it (the paper's
-    benchmark sets ``retain_set: exact`` for its namespace alone, say); a ``ptn`` entry is
-    merged key by key."""
-    merged = dict(potion)
-    for name, value in (own or {}).items():
-        merged[name] = {**(merged.get("ptn") or {}), **value} if name == "ptn" else value
-    return merged
+def with_own_settings(
+    potion: PotionConfig, own: dict[str, Any] | None = None, where: str = "potion"
+) -> PotionConfig:
+    """The shared ``potion`` settings with a namespace's own entries over them (the paper's
+    benchmark sets ``retain_set: exact`` for its namespace alone, say; a ``ptn`` entry is
+    merged key by key), validated as the block at ``where``."""
+    if not own:
+        return potion
+    merged = dataclasses.asdict(potion)
+    for name, value in own.items():
+        merged[name] = (
+            {**merged["ptn"], **value} if name == "ptn" and isinstance(value, dict) else value
+        )
+    return settings_from_params(PotionConfig, merged, where)
 
 
 def realistic_discovery(confidence: np.ndarray, tau: float) -> dict[str, np.ndarray]:

@@ -20,7 +20,15 @@ from ieu_potion.unlearning.potion import (
     records_to_rows,
     run_potion,
     select_shares,
+    with_own_settings,
 )
+
+
+def namespace_settings(potion: Any, own: dict[str, Any] | None = None, *, namespace: str):
+    """The namespace's Potion settings: ``potion`` with ``<namespace>.potion`` over it.
+    (Node arguments that take parameters are not annotated with settings classes: Kedro
+    would instantiate those itself, a second validation beside the schema's.)"""
+    return with_own_settings(potion, own, f"{namespace}.potion")
 
 
 def benchmark_subsets(subsets: dict[str, np.ndarray], potion: dict[str, Any]):

@@ -20,15 +20,17 @@ from ieu_potion.pipelines.templating import (
     potion_settings,
     shared_parameters,
 )
-from ieu_potion.unlearning.potion import with_own_settings
 
 
 def potion_template(replicate: Replicate) -> Pipeline:
     own = ["params:namespace.potion"] if "potion" in replicate.params[replicate.namespace] else []
     settings = node(
-        with_own_settings, ["params:potion", *own], "potion_settings", name="potion_settings"
+        bound(nodes.namespace_settings, namespace=replicate.namespace),
+        ["params:potion", *own],
+        "potion_settings",
+        name="potion_settings",
     )
-    if potion_settings(replicate.params, replicate.namespace).get("discovery") == "realistic":
+    if potion_settings(replicate.params, replicate.namespace).discovery == "realistic":
         select = node(
             nodes.realistic_subsets,
             "gate_confidence",
