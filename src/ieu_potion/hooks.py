@@ -58,8 +58,8 @@ class ValidateBeforeRunHook:
         if "parameters" in catalog:
             params = validate_parameters(catalog.load("parameters"))
             for name, block in typed_blocks(params).items():
-                if name in catalog:
-                    catalog[name] = block
+                if name in catalog:  # the parameter's MemoryDataset now holds the object
+                    catalog.get(name).save(block)
             set_deterministic(params.deterministic)
             distributed.join(params.distributed)
         for name in sorted(pipeline.inputs()):

@@ -1,4 +1,4 @@
-"""Backdoor attacks: trigger functions behind one registry keyed by SPEC.md's names."""
+"""Backdoor attacks: trigger functions behind one registry keyed by docs/methods.md's names."""
 
 from ieu_potion.attacks.poison import (
     AttackConfig,

@@ -1,4 +1,4 @@
-"""Backdoor triggers (SPEC.md section 2), one class per attack, no Kedro.
+"""Backdoor triggers (docs/methods.md section 2), one class per attack, no Kedro.
 
 Each trigger is built once per run from ``(image_size, seed, settings)``, so every
 poisoned training image and every triggered test image carries the same trigger.  It works
@@ -39,7 +39,7 @@ TRIGGERS: dict[str, type[Trigger]] = {}
 
 
 def register_trigger(cls: type[Trigger]) -> type[Trigger]:
-    """Class decorator: make ``cls`` an attack under its ``name`` (SPEC.md's names); the
+    """Class decorator: make ``cls`` an attack under its ``name`` (docs/methods.md's names); the
     registry lists attacks in the order they are registered."""
     if cls.name in TRIGGERS:
         raise ValueError(f"attack {cls.name!r} is registered twice")

@@ -4,7 +4,7 @@ Everything here is built from data that ships inside installed packages (scikit-
 8x8 digits and the photographs bundled with scikit-image), so the default run needs no
 download.  The cluttered variant follows the MNIST-M idea: each digit is coloured,
 scaled, rotated, shifted and composited over a random crop of a real photograph, which
-makes the clean task hard for a one-block ViT (see ../shared/DEFAULT_DATA.md).
+makes the clean task hard for a one-block ViT (docs/data.md, "Why cluttered digits").
 
 Train and test are split by digit identity before copies are generated, so no source
 digit appears in both.

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 def masked_cross_entropy(
     gate_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, tau: float, views: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """IEU's masked-logit cross-entropy (SPEC.md section 3, step 4).
+    """IEU's masked-logit cross-entropy (docs/methods.md section 3, step 4).
 
     ``gate_logits`` (B, C) come from the frozen poisoned module; ``logits`` (views * B, C)
     from the robust module, view-major (rows ``v * B + i`` belong to sample ``i``);

@@ -1,4 +1,4 @@
-"""The three training views of SPEC.md section 3, computed batch-wise on the device.
+"""The three training views of docs/methods.md section 3, computed batch-wise on the device.
 
 Input: ``uint8`` images (B, H, W, 3) with the trigger already applied.  Output: normalised
 float tensors (B, 3, h, w) at the model's input size.

@@ -1,4 +1,4 @@
-"""Per-parameter importances for SSD-style dampening (SPEC.md section 4).
+"""Per-parameter importances for SSD-style dampening (docs/methods.md section 4).
 
 - ``ssd``: mean over batches of (dL/dtheta)^2 with L the batch-mean cross-entropy;
 - ``lf``: mean over batches of |dL/dtheta| with L the batch mean of ||f(x)||_2^2;

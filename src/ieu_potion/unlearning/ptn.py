@@ -1,4 +1,4 @@
-"""PTN search: choose SSD's alpha without ground truth (SPEC.md section 4).
+"""PTN search: choose SSD's alpha without ground truth (docs/methods.md section 4).
 
 With a_0 the original model's accuracy on the discovered set S_f (w.r.t. the poisoned
 labels) and r_i = I_f,i / I_r,i, the search starts at s = |S_f| / (|S_f| + |D_r|) / 25 and
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @settings
 class PTNConfig:
-    """``potion.ptn``: the search for the dampening strength (SPEC.md section 4)."""
+    """``potion.ptn``: the search for the dampening strength (docs/methods.md section 4)."""
 
     rho: Annotated[float, Strict(), Field(ge=0, lt=1)] = 0.1  # over-forgetting buffer
     step: Annotated[float, Strict(), Field(gt=1)] = 1.1  # s grows by this factor per step

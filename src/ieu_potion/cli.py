@@ -1,0 +1,37 @@
+"""The project's command line: Kedro's own ``kedro run``, except that a user's mistake (a
+parameter out of range or of the wrong type, an unknown name, a data set that is missing
+or in the wrong layout) ends with its message and where to look, without a Python
+traceback. Anything else is a bug and still shows one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from kedro.framework.cli.project import run as kedro_run
+
+from ieu_potion.config import ParameterError
+from ieu_potion.data.errors import DataLayoutError
+
+# A user's mistake -> where its fix is described.
+USER_ERRORS = {
+    ParameterError: "docs/parameters.md lists every parameter with its type and range",
+    DataLayoutError: "docs/data.md describes each data set's layout and catalog entry",
+}
+
+
+@click.group(name="ieu-potion")
+def cli() -> None:
+    """Commands of the ieu-potion project (Kedro's, with friendlier errors)."""
+
+
+def _run(**options: Any) -> Any:
+    try:
+        return kedro_run.callback(**options)
+    except tuple(USER_ERRORS) as exc:
+        hint = next(text for kind, text in USER_ERRORS.items() if isinstance(exc, kind))
+        raise click.ClickException(f"{exc}\n({hint})") from None
+
+
+run = click.Command("run", params=kedro_run.params, callback=_run, help=kedro_run.help)
+cli.add_command(run)
