@@ -1,24 +1,21 @@
-"""The project's command line: `python -m ieu_potion` runs the project, a user's mistake
-ends with its message and where to look (no traceback), a bug still shows its traceback."""
+"""The project's command line: `python -m ieu_potion` runs the project, a bug still shows
+its traceback (a user's mistake does not: tests/test_run.py, the refusals), and `kedro
+ipython` and `kedro jupyter lab` start with the project loaded."""
 
+import json
 import subprocess
 import sys
+import time
 
 import pytest
 
-from tests.badinput import bad_input
 from tests.test_run import (
     ONE_THREAD,
-    kedro,
     kedro_env,
     scratch_project,
     with_tiny_env,
     written,
 )
-
-# A user's mistake is said in a few lines: Kedro's start-up log (wrapped at 80 columns, up
-# to a dozen lines), the error and where to look (instead of about 140 traceback lines).
-MOST_LINES = 20
 
 
 @pytest.fixture
@@ -42,44 +39,6 @@ def test_python_m_ieu_potion_runs_the_project(tiny_project):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "03_primary/badnets_white/seed_0/poisoned_train.npz" in written(tiny_project)
-
-
-@pytest.mark.parametrize(
-    "args, says",
-    [
-        pytest.param(
-            ["--params", "ieu.defence.tau=1.5"],
-            ["ieu.defence.tau: Input should be 'auto' or less than 1, got 1.5", "docs/parameters"],
-            marks=bad_input(
-                "`kedro run --params ieu.defence.tau=1.5`: the whole message",
-                "the error and where to look, in at most 20 lines, no traceback",
-            ),
-            id="parameter",
-        ),
-        pytest.param(
-            ["--params", "model.robust.name=resnet_tiny"],
-            ["unknown model 'resnet_tiny'", "docs/parameters"],
-            id="name",
-        ),
-    ],
-)
-def test_a_user_mistake_is_said_without_a_traceback(tiny_project, args, says):
-    result = kedro(tiny_project, "--env", "tiny", *args)
-    text = output(result)
-    assert result.returncode == 1
-    assert "Traceback" not in text and 'File "' not in text
-    assert len(text.strip().splitlines()) <= MOST_LINES, text
-    for words in says:
-        assert words in text
-
-
-def test_missing_data_is_said_without_a_traceback(tiny_project):
-    missing = tiny_project / "no_such_folder"
-    result = kedro(tiny_project, "--env", "gtsrb", "--params", f"gtsrb_root={missing}")
-    text = output(result)
-    assert result.returncode == 1
-    assert "Traceback" not in text and len(text.strip().splitlines()) <= MOST_LINES, text
-    assert "catalog entry 'source_images'" in text and "docs/data.md" in text
 
 
 BUGGY_RUN = """
@@ -110,3 +69,54 @@ def test_a_bug_still_shows_its_traceback(tiny_project):
     text = output(result)
     assert result.returncode != 0
     assert "Traceback" in text and "RuntimeError: a bug in the project" in text
+
+
+@pytest.mark.slow
+def test_kedro_ipython_defines_the_project_variables(tiny_project):
+    """`kedro ipython` starts this environment's IPython with Kedro's extension, whatever
+    `ipython` the PATH holds."""
+    code = "print('CHECK', type(catalog).__name__, sorted(pipelines)[:2], type(session).__name__)"
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "ipython", "--env", "tiny"],
+        input=f"{code}\nexit()\n",
+        cwd=tiny_project,
+        env={**kedro_env(), "PATH": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, output(result)[-3000:]
+    check = next(line for line in result.stdout.splitlines() if "CHECK" in line)
+    assert "DataCatalog" in check and "['__default__', 'baselines']" in check
+    assert check.endswith("KedroSession")
+
+
+@pytest.mark.slow
+def test_kedro_jupyter_lab_starts_with_the_project_kernel(tiny_project, tmp_path):
+    jupyter = {
+        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+    }
+    log = tmp_path / "lab.log"
+    with log.open("w") as out:
+        lab = subprocess.Popen(
+            [sys.executable, "-m", "kedro", "jupyter", "lab", "--env", "tiny", "--no-browser"]
+            + ["--allow-root", "--ServerApp.port=0", "--IdentityProvider.token=test"],
+            cwd=tiny_project,
+            env=kedro_env(jupyter),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while "is running at" not in log.read_text() and lab.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+            assert lab.poll() is None, log.read_text()[-3000:]
+        finally:
+            lab.terminate()
+            lab.wait(timeout=60)
+    kernel = json.loads((tmp_path / "data/kernels/kedro_ieu_potion/kernel.json").read_text())
+    assert kernel["argv"][0] == sys.executable and "kedro.ipython" in kernel["argv"]
+    assert "default_kernel_name=kedro_ieu_potion" in log.read_text()

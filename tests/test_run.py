@@ -4,6 +4,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -333,6 +334,11 @@ def refused(tmp_path_factory) -> dict[tuple[str, ...], tuple[Path, dict]]:
     }
 
 
+# A user's mistake is said in a few lines: Kedro's start-up log (wrapped at 80 columns, up
+# to a dozen lines), the error and where to look; no traceback (cli.py).
+MOST_LINES = 20
+
+
 @pytest.mark.parametrize(("args", "says"), REFUSALS)
 def test_a_bad_command_line_is_refused_before_any_work(refused, args, says):
     project, result = refused[tuple(args)]
@@ -340,6 +346,9 @@ def test_a_bad_command_line_is_refused_before_any_work(refused, args, says):
     error = " ".join(result["output"].split())
     for message in says:
         assert message in error
+    assert "Traceback" not in result["output"]
+    assert len(result["output"].strip().splitlines()) <= MOST_LINES, result["output"]
+    assert "docs/parameters.md" in error or "docs/data.md" in error
     assert written(project) == []
 
 
@@ -822,3 +831,28 @@ def test_full_run_writes_the_report_and_kedro_viz_shows_its_lineage(tiny_dask_ru
     # Requests may fail only where they leave this machine (web fonts; no internet here).
     assert [u for u, _ in log.failed_requests if u.startswith(url)] == []
     assert layers >= 5  # the catalog's data layers are drawn (no layer cycle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["explore_poisoned_data", "results"])
+def test_the_notebooks_run_on_a_finished_run(tiny_run, name, monkeypatch):
+    """Each notebook, kept without outputs, runs from top to bottom on the tiny run's
+    artifacts, reading them through the catalog."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "kept without outputs"
+    monkeypatch.setenv("KEDRO_ENV", "tiny")
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "1")
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": tiny_run}}
+    )
+    client.execute()  # a cell that raises fails the test
+    shown = json.dumps([cell.outputs for cell in code])
+    if name == "results":
+        assert re.search(r"\d+ rows; \d+ methods; 1 seeds", shown) and "clean_accuracy" in shown
+        assert shown.count("application/vnd.plotly.v1+json") == 2
+    else:
+        assert "training images" in shown
