@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("conf/**/*.yml")])
+DOCS = sorted([ROOT / "README.md", *ROOT.glob("docs/**/*.md"), *ROOT.glob("conf/**/*.yml")])
 DOCS.append(ROOT / "conf" / "README.md")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 # a path into the repository's own folders, as the docs write them
@@ -15,8 +15,13 @@ PATH = re.compile(
     r"(?<![\w./-])((?:docs|scripts|benchmarks|notebooks|conf|src/ieu_potion|tests|\.ci)/"
     r"[\w./-]*\w\.(?:md|py|yml|ipynb|toml|json))"
 )
-# Paths a user creates, or that name a pattern rather than a file.
-MADE_BY_THE_USER = {"conf/local/globals.yml", "conf/local/parameters.yml"}
+# Paths the reader creates (a local configuration, the tutorials' modules).
+MADE_BY_THE_USER = {
+    "conf/local/globals.yml",
+    "conf/local/parameters.yml",
+    "src/ieu_potion/defences/label_smoothing.py",
+    "src/ieu_potion/defences/loss_filter.py",
+}
 
 
 def named_paths(path: Path) -> list[tuple[str, Path]]:

@@ -1,0 +1,96 @@
+"""Each tutorial in docs/tutorials/ done as it says, through a real `kedro run`: the code
+blocks it tells the reader to put in a module are imported, its catalog entry is added,
+and the tiny environment runs with the new pieces named in the parameters."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_run import ONE_THREAD, kedro_env, scratch_project, with_tiny_env
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = re.compile(
+    r"Put (?:this|it) in\s+`src/ieu_potion/\w+/(\w+)\.py`:\s+```python\n(.*?)```", re.S
+)
+CATALOG = re.compile(r"```yaml\n(\"\{ns\}.*?)```", re.S)
+
+# The modules imported first (as `defences/__init__.py` would), then two runs: the tiny
+# environment's baselines with the new defences, and a setting out of its range.
+RUN = """
+import importlib, json, sys
+from pathlib import Path
+from kedro.framework.cli.cli import KedroCLI
+
+sys.path.insert(0, sys.argv[1])
+for name in json.loads(sys.argv[2]):
+    importlib.import_module(name)
+codes = []
+for extra in ([], ["--params", "baselines.label_smoothing.smoothing=1.5"]):
+    try:
+        KedroCLI(Path.cwd()).main(
+            args=["run", "--env", "tiny", "--pipeline", "baselines", *extra], prog_name="kedro"
+        )
+    except SystemExit as exc:
+        codes.append(exc.code)
+print("CODES", json.dumps(codes))
+"""
+
+
+@pytest.mark.slow
+def test_add_a_defence(tmp_path):
+    text = (ROOT / "docs" / "tutorials" / "add_a_defence.md").read_text()
+    modules = MODULE.findall(text)
+    assert [name for name, _ in modules] == ["label_smoothing", "loss_filter"]
+    package = tmp_path / "tutorial"
+    package.mkdir()
+    for name, code in modules:
+        (package / f"{name}.py").write_text(code)
+    (tmp_path / "project").mkdir()
+    project = with_tiny_env(scratch_project(tmp_path / "project"))
+    (entry,) = CATALOG.findall(text)
+    catalog = project / "conf" / "base" / "catalog.yml"
+    catalog.write_text(catalog.read_text() + "\n" + entry)
+    parameters = project / "conf" / "tiny" / "parameters.yml"
+    listed = "  methods: [none, abl, ibau, attnblock]\n"
+    assert listed in parameters.read_text()
+    parameters.write_text(
+        parameters.read_text().replace(
+            listed,
+            "  methods: [none, label_smoothing, loss_filter]\n"
+            "  label_smoothing: {smoothing: 0.2}\n",
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", RUN, str(package), json.dumps([n for n, _ in modules])],
+        cwd=project,
+        env=kedro_env(ONE_THREAD),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out = result.stdout + result.stderr
+    codes = json.loads(out.split("CODES", 1)[1].split("\n", 1)[0])
+    assert codes == [0, 1], out[-3000:]
+    assert "baselines.label_smoothing.smoothing: Input should be less than 1, got 1.5" in out
+
+    import numpy as np
+    import pandas as pd
+
+    run = project / "data/07_model_output/badnets_white/seed_0"
+    for method in ("label_smoothing", "loss_filter"):
+        rows = pd.read_parquet(run / f"results_{method}.parquet")
+        assert {"clean_accuracy", "attack_success_rate"} <= set(rows.metric)
+        assert (project / "data/06_models/badnets_white/seed_0" / method).is_dir()
+    from ieu_potion.adapters.datasets import ImageSetDataset
+
+    train = ImageSetDataset(
+        str(project / "data/03_primary/badnets_white/seed_0/poisoned_train.npz")
+    )
+    flags = np.load(run / "loss_filter_flags.npz", allow_pickle=False)["flagged"]
+    assert len(flags) == max(1, int(0.1 * len(train.load())))  # the default share, 0.1
+    rows = pd.read_parquet(run / "results_loss_filter.parquet")
+    assert "isolation_precision" in set(rows.metric)
