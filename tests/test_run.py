@@ -78,8 +78,12 @@ def kedro(project, *args, env=None):
 
 
 def written(project):
+    """The files a run wrote under ``data/`` (its folder lock, emptied when the run ends,
+    aside)."""
     return sorted(
-        str(p.relative_to(project / "data")) for p in (project / "data").rglob("*") if p.is_file()
+        str(p.relative_to(project / "data"))
+        for p in (project / "data").rglob("*")
+        if p.is_file() and p.name != ".run.lock"
     )
 
 
@@ -856,3 +860,44 @@ def test_the_notebooks_run_on_a_finished_run(tiny_run, name, monkeypatch):
         assert shown.count("application/vnd.plotly.v1+json") == 2
     else:
         assert "training images" in shown
+
+
+@pytest.mark.slow
+@bad_input(
+    "a second `kedro run` in a project whose data folder a live run is writing",
+    "refused before any work, naming the first run's pid and command; the first ends well",
+)
+def test_a_second_run_in_a_busy_data_folder_is_refused_and_the_first_ends_well(tiny_project):
+    """Two `kedro run`s in one project: the second is refused before any work, naming the
+    first's pid and command; the first is not disturbed and leaves the folder unlocked."""
+    from ieu_potion.io import LOCK_FILE, FolderLock
+
+    lock = tiny_project / "data" / LOCK_FILE
+    first = subprocess.Popen(
+        [sys.executable, "-m", "kedro", "run", "--env", "tiny", "--pipeline", "ieu_finetune"],
+        cwd=tiny_project,
+        env=kedro_env(ONE_THREAD),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while f'"pid": {first.pid},' not in (lock.read_text() if lock.exists() else ""):
+        assert first.poll() is None, first.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "the first run never locked its data folder"
+        time.sleep(0.1)
+    second = kedro(tiny_project, "--env", "tiny", "--pipeline", "data_poisoning")
+    assert first.poll() is None, "the first run ended before the second was refused"
+    said = " ".join((second.stdout + second.stderr).split())
+    assert second.returncode == 1 and "Traceback" not in said
+    assert f"is in use by another run: pid {first.pid}" in said
+    assert "kedro run --env tiny --pipeline ieu_finetune" in said
+    output = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, output[-3000:]
+    import pandas as pd
+
+    rows = pd.read_parquet(tiny_project / RUN / "results_ieu.parquet")
+    assert {"clean_accuracy", "attack_success_rate"} <= set(rows.metric)
+    free = FolderLock(tiny_project / "data")
+    free.acquire({"pid": os.getpid()})  # released: nothing holds it now
+    free.release()

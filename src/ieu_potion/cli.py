@@ -1,7 +1,8 @@
 """The project's command line, over Kedro's own commands.
 
 - ``kedro run``: Kedro's, except that a user's mistake (a parameter out of range or of the
-  wrong type, an unknown name, a data set that is missing or in the wrong layout) ends
+  wrong type, an unknown name, a data set that is missing or in the wrong layout, a second
+  run in a data folder that a live run holds) ends
   with its message and where to look, without a Python traceback. Anything else is a bug
   and still shows one.
 - ``kedro ipython``: Kedro's, started with this environment's Python (Kedro's own starts
@@ -20,11 +21,13 @@ from kedro.framework.cli.utils import python_call
 
 from ieu_potion.config import ParameterError
 from ieu_potion.data.errors import DataLayoutError
+from ieu_potion.io import FolderBusyError
 
 # A user's mistake -> where its fix is described.
 USER_ERRORS = {
     ParameterError: "docs/parameters.md lists every parameter with its type and range",
     DataLayoutError: "docs/data.md describes each data set's layout and catalog entry",
+    FolderBusyError: "docs/scaling.md: concurrent runs need a data_root each",
 }
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from kedro.framework.hooks import hook_impl
 
 from ieu_potion.adapters.config_loader import run_source_data
 from ieu_potion.data.errors import DataLayoutError
-from ieu_potion.io import atomic_write_text
+from ieu_potion.io import FolderLock, atomic_write_text
 from ieu_potion.results import fingerprint
 from ieu_potion.schema import typed_blocks, validate_parameters
 from ieu_potion.training import distributed
@@ -23,9 +25,58 @@ from ieu_potion.training.engine import set_deterministic
 log = logging.getLogger(__name__)
 
 
+class RunLockHook:
+    """One run at a time in a data folder: before anything else (``tryfirst``), the run
+    locks its ``data_root`` (``io.FolderLock``), so that a second ``kedro run`` on the same
+    folder is refused with the first one's pid and command instead of deleting the first
+    run's temporary files, losing its rows in the results archive or reading its
+    half-written models.  Under torchrun rank 0 locks for its ranks; a remote data root
+    (an fsspec URL) is not locked, and the log says so."""
+
+    def __init__(self) -> None:
+        self._root: str | None = None
+        self._lock: FolderLock | None = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        root = str(context.config_loader["globals"].get("data_root", "data"))
+        self._root = root if "://" in root else str(Path(context.project_path) / root)
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        if distributed.launched_rank() != 0 or self._root is None:
+            return
+        if "://" in self._root:
+            log.info("data root %s is remote: not locked against a second run", self._root)
+            return
+        self._lock = FolderLock(self._root)
+        self._lock.acquire(
+            {
+                "pid": os.getpid(),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "host": socket.gethostname(),
+            }
+        )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
 class CleanupBeforeRunHook:
     """Delete the temporary files that writes killed in an earlier run left beside this
-    run's outputs (one run writes a data folder at a time)."""
+    run's outputs; the run holds its data folder's lock (``RunLockHook``), so no other
+    live run writes there."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:

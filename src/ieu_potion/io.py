@@ -18,6 +18,7 @@ Source data sets (CIFAR-10, image folders) at a URL are read from a local copy t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -233,3 +234,53 @@ def local_copy(folder: RemotePath, cache: str | os.PathLike | None = None) -> Pa
             return target
         raise
     return target
+
+
+LOCK_FILE = ".run.lock"
+
+
+class FolderBusyError(RuntimeError):
+    """Another live process holds the lock of an output folder."""
+
+
+class FolderLock:
+    """One run at a time in an output folder: an exclusive ``flock`` on
+    ``<folder>/.run.lock``, which the operating system releases when the holder ends, even
+    when it is killed (no stale lock).  The file records who holds it (pid, command, start
+    time, host) for the message a second run gets."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = Path(folder) / LOCK_FILE
+        self._handle: Any = None
+
+    def acquire(self, holder: dict[str, Any]) -> None:
+        """Take the lock, or raise ``FolderBusyError`` naming the run that holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                other = json.loads(handle.read() or "{}")
+            except json.JSONDecodeError:
+                other = {}
+            handle.close()
+            raise FolderBusyError(
+                f"the output folder {str(self.path.parent)!r} is in use by another run: pid "
+                f"{other.get('pid', '?')} ({other.get('command', 'command unknown')!r}, "
+                f"started {other.get('started', '?')} on {other.get('host', '?')}); wait for "
+                "it to end, or give this run a data_root of its own (conf/<env>/globals.yml)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(holder))
+        handle.flush()
+        self._handle = handle
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.truncate(0)
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None

@@ -3,7 +3,12 @@
 import warnings
 
 from ieu_potion.adapters.config_loader import ProjectConfigLoader
-from ieu_potion.hooks import CleanupBeforeRunHook, ProgressHook, ValidateBeforeRunHook
+from ieu_potion.hooks import (
+    CleanupBeforeRunHook,
+    ProgressHook,
+    RunLockHook,
+    ValidateBeforeRunHook,
+)
 
 # Two warnings that would print 30 wrapped lines on every run and that no user can act on:
 # Kedro 1.7's config loader calls an OmegaConf function newer OmegaConf releases
@@ -16,7 +21,7 @@ warnings.filterwarnings(
     "ignore", message=r"One or more dataset names contain '\.'", category=UserWarning
 )
 
-HOOKS = (ValidateBeforeRunHook(), CleanupBeforeRunHook(), ProgressHook())
+HOOKS = (RunLockHook(), ValidateBeforeRunHook(), CleanupBeforeRunHook(), ProgressHook())
 
 CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}
