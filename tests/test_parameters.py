@@ -80,6 +80,23 @@ def test_counts_and_defaults_are_read(base):
     assert tiny.finetune.lr == pytest.approx(2e-5 * 64 / 256)
 
 
+@bad_input(
+    "`ieu.defence.gate_depth` above the depth of the ViT the gate is cut from",
+    "ParameterError naming the depth and the model, before the backbone's pretraining",
+)
+def test_a_gate_deeper_than_its_vit_is_refused(base):
+    vit = {
+        "name": "vit_tiny_patch16_224",
+        "kwargs": {"patch_size": 4, "depth": 2},
+        "image_size": 32,
+    }
+    bad = changed(base, ("model.robust", vit), ("ieu.defence.gate_depth", 3))
+    rejects(lambda: validate_parameters(bad), ParameterError, "gate_depth 3", "2 blocks")
+    assert (
+        validate_parameters(changed(bad, ("ieu.defence.gate_depth", 2))).ieu.defence.gate_depth == 2
+    )
+
+
 def test_every_failure_is_listed_at_once(base):
     bad = changed(base, ("finetune.clip", NAN), ("ieu.defence.gate_depth", 0))
     error = rejects(lambda: validate_parameters(bad), ParameterError, "finetune.clip")
@@ -454,6 +471,44 @@ CASES = [
         [("finetuen", {"epochs": 3})],
         ["unknown parameter block 'finetuen'"],
         marks=bad_input("a misspelt top-level block", "ParameterError naming it"),
+    ),
+    pytest.param(
+        [("model.robust.kwargs", {"foo": 1})],
+        ["model.robust", "cannot be built with kwargs {'foo': 1}", "unexpected keyword"],
+        marks=bad_input(
+            "`model.robust.kwargs: {foo: 1}` (no such timm argument)",
+            "ParameterError naming the model and the argument, from a build on the meta "
+            "device, before any work",
+        ),
+    ),
+    pytest.param(
+        [("model.gate.kwargs", {"patch_size": 4, "embed_dim": 100, "num_heads": 3})],
+        ["model.gate", "embed_dim", "divisible by num_heads"],
+        marks=bad_input(
+            "`model.gate.kwargs` whose width does not split into its heads",
+            "ParameterError naming the gate model, before any work",
+        ),
+    ),
+    pytest.param(
+        [("finetune.device", "banana")],
+        ["finetune.device", "'banana' is no torch device"],
+        marks=bad_input("`finetune.device: banana`", "ParameterError naming the setting"),
+    ),
+    pytest.param(
+        [("model.weights", {"source": "checkpoint", "path": "no/such/file.safetensors"})],
+        ["model.weights", "no file at 'no/such/file.safetensors'"],
+        marks=bad_input(
+            "`model.weights.source: checkpoint` with a path to no file",
+            "ParameterError naming the path, before the backbone is built",
+        ),
+    ),
+    pytest.param(
+        [("data_split.pretrain_fraction", 0.0)],
+        ["data_split.pretrain_fraction is 0", "model.weights.source 'pretrain'"],
+        marks=bad_input(
+            "`data_split.pretrain_fraction: 0` with the offline pretraining",
+            "ParameterError naming both settings, before any work",
+        ),
     ),
 ]
 

@@ -42,6 +42,7 @@ from ieu_potion.config import (
 )
 from ieu_potion.defences.ieu import IEUSettings
 from ieu_potion.defences.registry import DEFENCES, TrustedSettings, baseline_methods
+from ieu_potion.models.factory import vit_depth
 from ieu_potion.results import ONE_SHOT
 from ieu_potion.training.engine import TrainConfig
 from ieu_potion.training.setup import ModelBlock
@@ -182,7 +183,29 @@ class Parameters(Block):
                 )
         for ns in self.potion_unlearning.attacks:
             self._check_potion(ns, namespaces[ns])
+        self._check_models()
         return self
+
+    def _check_models(self) -> None:
+        """What the model settings need of the rest: a pretraining split where a model is
+        pretrained, and a gate no deeper than the ViT it is cut from."""
+        pretrained = self.model.weights.source == "pretrain" or self.model.gate_pretrain
+        if pretrained and self.data_split.pretrain_fraction == 0:
+            raise ValueError(
+                "data_split.pretrain_fraction is 0, but model.weights.source 'pretrain' (or "
+                "model.gate_pretrain) trains on that split; give it a share, or another "
+                "weight source"
+            )
+        depth = self.ieu.defence.gate_depth
+        if self.model.gate_pretrain is not None:
+            cut_from, blocks = "model.gate_pretrain.depth", self.model.gate_pretrain.depth
+        else:
+            cut_from, blocks = "model.robust", vit_depth(self.model.robust.spec(2))
+        if blocks is not None and depth > blocks:
+            raise ValueError(
+                f"ieu.defence.gate_depth {depth} exceeds the {blocks} blocks of the ViT the "
+                f"gate is cut from ({cut_from})"
+            )
 
     def namespaces(self) -> dict[str, NamespaceParams]:
         """Every attack namespace block, by name (validated with the rest)."""

@@ -12,6 +12,7 @@ corrupted file, weights that do not fit the spec) raise ``ArtifactError`` (a
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -67,17 +68,47 @@ class ModelSpec:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
+def _timm_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    kwargs = dict(spec.kwargs)
+    if spec.image_size is not None and spec.name.startswith(("vit_", "deit_")):
+        kwargs.setdefault("img_size", spec.image_size)
+    return kwargs
+
+
+@functools.lru_cache(maxsize=64)
+def _meta_model(name: str, num_classes: int, kwargs: str) -> nn.Module:
+    with torch.device("meta"):
+        return timm.create_model(name, num_classes=num_classes, **json.loads(kwargs))
+
+
+def meta_model(spec: ModelSpec) -> nn.Module:
+    """``spec`` built on PyTorch's meta device: its constructor arguments and shapes are
+    checked without allocating a single weight (a model of 8 GB costs nothing here), so a
+    wrong ``kwargs`` entry is refused before any work.  Built once per process and spec."""
+    spec.check()
+    kwargs = _timm_kwargs(spec)
+    try:
+        return _meta_model(spec.name, spec.num_classes, json.dumps(kwargs, sort_keys=True))
+    except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+        raise ValueError(
+            f"model {spec.name!r} cannot be built with kwargs {spec.kwargs}: {exc}"
+        ) from None
+
+
+def vit_depth(spec: ModelSpec) -> int | None:
+    """The number of transformer blocks where ``spec`` is a ViT, else None."""
+    model = meta_model(spec)
+    return len(model.blocks) if is_vit(model) else None
+
+
 def build_model(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
     """Instantiate ``spec`` with timm; ``pretrained`` asks timm to download weights.  Its
     convolutions take the weight gradient on small CPU feature maps as a matrix product
     (``models.small_maps``), and its 4-D weights are stored channels-last (the same
     parameters and state dict; the arithmetic differs from timm's model by float rounding)."""
     spec.check()
-    kwargs = dict(spec.kwargs)
-    if spec.image_size is not None and spec.name.startswith(("vit_", "deit_")):
-        kwargs.setdefault("img_size", spec.image_size)
     model = timm.create_model(
-        spec.name, pretrained=pretrained, num_classes=spec.num_classes, **kwargs
+        spec.name, pretrained=pretrained, num_classes=spec.num_classes, **_timm_kwargs(spec)
     )
     # channels-last weights: oneDNN's native layout, 0.84x resnet10t's CPU training step
     use_small_map_convolutions(model).to(memory_format=torch.channels_last)

@@ -64,6 +64,18 @@ class TrainConfig:
     device: Text = "auto"  # auto: CUDA when present, else the CPU; or a torch device
     augment: dict[str, Any] = field(default_factory=dict)  # ViewMaker fields
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value != "auto":
+            try:
+                torch.device(value)
+            except RuntimeError:
+                raise ValueError(
+                    f"{value!r} is no torch device: auto, cpu, cuda, cuda:<n>, mps, ..."
+                ) from None
+        return value
+
     @field_validator("weight_decay", mode="before")
     @classmethod
     def _one_or_two(cls, value: Any) -> Any:

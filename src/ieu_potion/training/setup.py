@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, model_validator
@@ -16,6 +17,7 @@ from ieu_potion.models import ModelSpec, build_model, input_size, is_vit, normal
 from ieu_potion.models.factory import (
     WEIGHT_SOURCES,
     load_backbone,
+    meta_model,
     read_state_dict,
     shallow_vit,
 )
@@ -44,7 +46,7 @@ class ModelParams(Block):
 
     @model_validator(mode="after")
     def _known(self) -> ModelParams:
-        self.spec(2).check()
+        meta_model(self.spec(2))  # the name, and the kwargs built on the meta device
         return self
 
     def spec(self, num_classes: int, **kwargs: Any) -> ModelSpec:
@@ -64,6 +66,12 @@ class WeightsParams(Block):
     def _path(self) -> WeightsParams:
         if self.source == "checkpoint" and self.path is None:
             raise ValueError("weight source 'checkpoint' needs a path")
+        local = self.path is not None and "://" not in self.path
+        if self.source == "checkpoint" and local and not Path(self.path).is_file():
+            raise ValueError(
+                f"weight source 'checkpoint': no file at {self.path!r} (a .safetensors or "
+                ".pth/.pt state dict; a relative path is read from the project folder)"
+            )
         return self
 
 
