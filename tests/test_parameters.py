@@ -490,6 +490,14 @@ CASES = [
         ),
     ),
     pytest.param(
+        [("seeds", 10000)],
+        ["seeds", "less than or equal to 100"],
+        marks=bad_input(
+            "`--params seeds=10000` (pipelines too large to build)",
+            "ParameterError naming the limit, before any pipeline is built",
+        ),
+    ),
+    pytest.param(
         [("finetune.device", "banana")],
         ["finetune.device", "'banana' is no torch device"],
         marks=bad_input("`finetune.device: banana`", "ParameterError naming the setting"),

@@ -22,12 +22,14 @@ from kedro.framework.cli.utils import python_call
 from ieu_potion.config import ParameterError
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.io import FolderBusyError
+from ieu_potion.training.setup import WeightsUnavailableError
 
 # A user's mistake -> where its fix is described.
 USER_ERRORS = {
     ParameterError: "docs/parameters.md lists every parameter with its type and range",
     DataLayoutError: "docs/data.md describes each data set's layout and catalog entry",
     FolderBusyError: "docs/scaling.md: concurrent runs need a data_root each",
+    WeightsUnavailableError: "docs/parameters.md, model.weights: the weight sources",
 }
 
 

@@ -63,6 +63,10 @@ def seed_list(seeds: Any) -> list[int]:
     return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
+# Seeds one run may repeat every namespace over (each seed adds a copy of every per-attack
+# node); more are run in batches of seed lists, which share the results archive.
+MAX_SEEDS = 100
+
 # What an attack namespace may be called (it becomes folder names and Kedro namespaces).
 NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -141,7 +145,10 @@ class Parameters(Block):
     model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True)
 
     dataset_name: Annotated[str, Strict(), Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-    seeds: list[Natural] | Count = Field([0], description="a list, or a count n: 0..n-1")
+    seeds: (
+        Annotated[list[Natural], Field(max_length=MAX_SEEDS)]
+        | Annotated[int, Strict(), Field(ge=1, le=MAX_SEEDS)]
+    ) = Field([0], description=f"a list, or a count n: 0..n-1; at most {MAX_SEEDS} seeds a run")
     backbone_per_seed: Annotated[bool, Strict()] = False
     deterministic: Annotated[bool, Strict()] = False
     distributed: Annotated[bool, Strict()] = Field(

@@ -11,6 +11,9 @@ from ieu_potion.models import (
     shallow_vit,
 )
 from ieu_potion.models.factory import load_backbone, read_state_dict
+from ieu_potion.training.engine import TrainConfig
+from ieu_potion.training.setup import PretrainParams, WeightsParams
+from tests.badinput import bad_input
 
 VIT = ModelSpec(
     "vit_tiny_patch16_224",
@@ -88,3 +91,24 @@ def test_checkpoint_for_another_model_is_an_error(tmp_path):
 def test_missing_checkpoint_says_what_is_expected(tmp_path):
     with pytest.raises(FileNotFoundError, match="give a .safetensors file or a .pth"):
         read_state_dict(tmp_path / "absent.safetensors")
+
+
+@bad_input(
+    "`model.weights.source: timm` without the internet (nor timm's cache)",
+    "WeightsUnavailableError in one sentence: needs the internet, or a local checkpoint",
+)
+def test_timm_weights_offline_say_so_in_one_sentence(monkeypatch):
+    import huggingface_hub.constants
+
+    from ieu_potion.training.setup import WeightsUnavailableError, prepare_backbone
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network here
+    monkeypatch.setenv("HF_HOME", "/nonexistent-cache")
+    spec = ModelSpec("resnet10t", 10, {}, 32)
+    weights = WeightsParams(source="timm")
+    pretrain = PretrainParams(train=TrainConfig(epochs=1, batch_size=8, lr=1e-3))
+    with pytest.raises(WeightsUnavailableError) as caught:
+        prepare_backbone(spec, weights, None, None, pretrain)
+    message = str(caught.value)
+    assert "resnet10t" in message and "internet" in message and "'checkpoint'" in message
+    assert "\n" not in message

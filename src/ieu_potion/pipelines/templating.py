@@ -178,4 +178,4 @@ def per_namespace(
                     tags=[pipeline_name, ns, f"seed_{seed}"],
                 )
             )
-    return sum(copies, Pipeline([]))
+    return Pipeline(copies)  # one construction: summing pipelines one by one is quadratic

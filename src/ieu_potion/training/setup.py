@@ -35,6 +35,10 @@ from ieu_potion.training.views import VIEWS, ViewMaker
 log = logging.getLogger(__name__)
 
 
+class WeightsUnavailableError(RuntimeError):
+    """The configured pretrained weights cannot be had (offline, say)."""
+
+
 class ModelParams(Block):
     """A timm model: ``model.robust`` (the defended model) or ``model.gate``."""
 
@@ -135,7 +139,14 @@ def prepare_backbone(
     seed_everything(config.seed)
     if source == "timm":
         log.info("asking timm for pretrained %s weights (downloads if not cached)", spec.name)
-        model = build_model(spec, pretrained=True)
+        try:
+            model = build_model(spec, pretrained=True)
+        except (OSError, RuntimeError) as exc:  # the hub's network and cache errors
+            raise WeightsUnavailableError(
+                f"model.weights.source 'timm': no pretrained {spec.name!r} weights from timm "
+                f"({type(exc).__name__}); timm needs the internet or its cache for them. "
+                "Offline, use source 'checkpoint' with a local file, or 'pretrain'"
+            ) from None
     else:
         model = build_model(spec)
     if source == "checkpoint":
