@@ -77,13 +77,12 @@ def kedro(project, *args, env=None):
     )
 
 
-def written(project):
-    """The files a run wrote under ``data/`` (its folder lock, emptied when the run ends,
-    aside)."""
+def written(project, env=None):
+    """The files a run wrote under ``data/`` (or ``data/<env>``, where a shipped environment
+    writes), its folder lock, emptied when the run ends, aside."""
+    root = project / "data" / (env or "")
     return sorted(
-        str(p.relative_to(project / "data"))
-        for p in (project / "data").rglob("*")
-        if p.is_file() and p.name != ".run.lock"
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".run.lock"
     )
 
 
@@ -104,14 +103,17 @@ def test_default_data_poisoning_run_and_a_repeat_of_one_attack(project, tmp_path
     every = ["--env", "all_attacks", "--pipeline", "data_poisoning"]
     result = kedro(project, *every, "--params", codec)
     assert result.returncode == 0, result.stderr[-3000:]
-    files = written(project)
+    assert written(project) == [f"all_attacks/{f}" for f in written(project, "all_attacks")]
+    files = written(project, "all_attacks")
     assert "02_intermediate/stega_codec/codec.safetensors" in files
     assert "03_primary/issba/seed_0/codec_report.json" in files
     for attack in ATTACKS:
         for name in ("poisoned_train.npz", "triggered_test.npz", "discovery_subsets.npz"):
             assert f"03_primary/{attack}/seed_0/{name}" in files
         assert f"08_reporting/{attack}/seed_0/attack_gallery.json" in files
-    poisoned = ImageSet.load(project / "data/03_primary/blended/seed_0/poisoned_train.npz")
+    poisoned = ImageSet.load(
+        project / "data/all_attacks/03_primary/blended/seed_0/poisoned_train.npz"
+    )
     assert poisoned.poisoned.mean() == pytest.approx(0.1, abs=1e-3)
     assert poisoned.image_size == (32, 32)
 
@@ -121,8 +123,9 @@ def test_default_data_poisoning_run_and_a_repeat_of_one_attack(project, tmp_path
     )
     result = kedro(again, *every, "--params", only)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {Path(f).parts[1] for f in written(again) if f.startswith("03")} == {"l0_inv"}
-    l0_inv = "data/03_primary/l0_inv/seed_0/poisoned_train.npz"
+    made = written(again, "all_attacks")
+    assert {Path(f).parts[1] for f in made if f.startswith("03")} == {"l0_inv"}
+    l0_inv = "data/all_attacks/03_primary/l0_inv/seed_0/poisoned_train.npz"
     assert (again / l0_inv).read_bytes() == (project / l0_inv).read_bytes()
 
 
@@ -137,10 +140,14 @@ def test_cifar10_environment_on_a_small_folder(project, tmp_path_factory):
     params = f"cifar10_root={root},data_poisoning.attacks=[potion_badnet]{others}"
     result = kedro(project, "--env", "cifar10", "--pipeline", "data_poisoning", "--params", params)
     assert result.returncode == 0, result.stderr[-3000:]
-    potion = ImageSet.load(project / "data/03_primary/potion_badnet/seed_0/poisoned_train.npz")
+    potion = ImageSet.load(
+        project / "data/cifar10/03_primary/potion_badnet/seed_0/poisoned_train.npz"
+    )
     assert potion.poisoned.sum() == 500 and len(potion) == 720
     assert (potion.labels[potion.poisoned] == 0).all()
     assert potion.class_names[0] == "airplane"
+    # the environment's outputs stay in its own folder: a base run never reads them
+    assert written(project) == [f"cifar10/{f}" for f in written(project, "cifar10")]
 
 
 TINY_CATALOG = """
@@ -665,20 +672,20 @@ def test_gtsrb_environment_end_to_end_on_a_slice_with_the_adaptive_gate(
     assert result.returncode == 0, result.stderr[-3000:]
     log = " ".join((result.stdout + result.stderr).split())
     assert "tau auto: " in log and "gate: kept epoch" in log
-    results = pd.read_parquet(tiny_project / "data/08_reporting/tables/results_long.parquet")
+    out = tiny_project / "data" / "gtsrb"  # the environment's own data_root
+    assert written(tiny_project) == [f"gtsrb/{f}" for f in written(tiny_project, "gtsrb")]
+    results = pd.read_parquet(out / "08_reporting/tables/results_long.parquet")
     assert set(results.dataset) == {"gtsrb"}
     assert {"none", "ieu", "xlf_ptn", "eu"} <= set(results.method)
-    poisoned = ImageSet.load(
-        tiny_project / "data/03_primary/badnets_white/seed_0/poisoned_train.npz"
-    )
+    poisoned = ImageSet.load(out / "03_primary/badnets_white/seed_0/poisoned_train.npz")
     assert poisoned.num_classes == 6 and poisoned.image_size == (32, 32)
-    arrays = np.load(tiny_project / RUN / "gate_confidence.npz")
+    arrays = np.load(out / "07_model_output/badnets_white/seed_0/gate_confidence.npz")
     tau = float(arrays["tau"])
     ieu = results[results.method == "ieu"].set_index("metric").value
     assert 0 < tau <= 1 and ieu["gate_tau"] == pytest.approx(tau)
-    history = pd.read_csv(tiny_project / RUN / "gate_history.csv")
+    history = pd.read_csv(out / "07_model_output/badnets_white/seed_0/gate_history.csv")
     assert history.kept.sum() == 1 and {"separation", "gate_tau"} <= set(history)
-    assert (tiny_project / "data/08_reporting/report.html").is_file()
+    assert (out / "08_reporting/report.html").is_file()
 
 
 def without_timing(table) -> str:
