@@ -6,7 +6,7 @@ Prints the wall time, the project's functions by cumulative time and all functio
 own time, and writes the raw statistics to ``--stats`` for ``python -m pstats``.
 
     .venv/bin/python benchmarks/profile_run.py --stats /tmp/default_run.pstats
-    .venv/bin/python benchmarks/profile_run.py --pipeline data_poisoning
+    .venv/bin/python benchmarks/profile_run.py --pipelines data_poisoning
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def table(stats: pstats.Stats, order: str, *restrictions: str | int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default=None)
-    parser.add_argument("--pipeline", default=None)
+    parser.add_argument("--pipelines", default=None)
     parser.add_argument("--stats", type=Path, default=None)
     parser.add_argument("--limit", type=int, default=30)
     args = parser.parse_args()

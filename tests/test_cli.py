@@ -30,7 +30,7 @@ def output(result) -> str:
 @pytest.mark.slow
 def test_python_m_ieu_potion_runs_the_project(tiny_project):
     result = subprocess.run(
-        [sys.executable, "-m", "ieu_potion", "--env", "tiny", "--pipeline", "data_poisoning"],
+        [sys.executable, "-m", "ieu_potion", "--env", "tiny", "--pipelines", "data_poisoning"],
         cwd=tiny_project,
         env=kedro_env(ONE_THREAD),
         capture_output=True,

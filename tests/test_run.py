@@ -79,10 +79,12 @@ def kedro(project, *args, env=None):
 
 def written(project, env=None):
     """The files a run wrote under ``data/`` (or ``data/<env>``, where a shipped environment
-    writes), its folder lock, emptied when the run ends, aside."""
+    writes), its folder lock and configuration record aside."""
     root = project / "data" / (env or "")
     return sorted(
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".run.lock"
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.name not in (".run.lock", ".run_config.json")
     )
 
 
@@ -100,7 +102,7 @@ def test_default_data_poisoning_run_and_a_repeat_of_one_attack(project, tmp_path
     for byte as the whole run did."""
     # ISSBA's codec trains for 30 steps instead of 1200: this checks the wiring
     codec = "data_poisoning.stega_codec.steps=30"
-    every = ["--env", "all_attacks", "--pipeline", "data_poisoning"]
+    every = ["--env", "all_attacks", "--pipelines", "data_poisoning"]
     result = kedro(project, *every, "--params", codec)
     assert result.returncode == 0, result.stderr[-3000:]
     assert written(project) == [f"all_attacks/{f}" for f in written(project, "all_attacks")]
@@ -138,7 +140,7 @@ def test_cifar10_environment_on_a_small_folder(project, tmp_path_factory):
     # own (ProjectConfigLoader), and the other pipelines' lists are emptied to match
     others = "".join(f",{p}.attacks=[]" for p in ("ieu_finetune", "baselines", "potion_unlearning"))
     params = f"cifar10_root={root},data_poisoning.attacks=[potion_badnet]{others}"
-    result = kedro(project, "--env", "cifar10", "--pipeline", "data_poisoning", "--params", params)
+    result = kedro(project, "--env", "cifar10", "--pipelines", "data_poisoning", "--params", params)
     assert result.returncode == 0, result.stderr[-3000:]
     potion = ImageSet.load(
         project / "data/cifar10/03_primary/potion_badnet/seed_0/poisoned_train.npz"
@@ -258,7 +260,7 @@ REFUSALS = [
             "`kedro run --env cifar10` with `cifar10_root` pointing nowhere",
             "refused before any work; names the catalog entry and the `cifar-10-batches-py` layout",
         ),
-        *("--env", "cifar10", "--pipeline", "data_poisoning", "--params", "cifar10_root=absent"),
+        *("--env", "cifar10", "--pipelines", "data_poisoning", "--params", "cifar10_root=absent"),
         says=["catalog entry 'source_images' (Cifar10Dataset) cannot load", "cifar-10-batches-py"],
     ),
     refusal(
@@ -266,7 +268,7 @@ REFUSALS = [
             "`--params badnets_white.attack.rate=1.5`",
             "refused before any work, naming the parameter; nothing written",
         ),
-        *("--pipeline", "data_poisoning", "--params", "badnets_white.attack.rate=1.5"),
+        *("--pipelines", "data_poisoning", "--params", "badnets_white.attack.rate=1.5"),
         says=["badnets_white.attack.rate: Input should be less than 1, got 1.5"],
     ),
     refusal(
@@ -274,28 +276,28 @@ REFUSALS = [
             "`--params blended.attack.name=blend`",
             "refused before any work, listing the valid attacks",
         ),
-        *("--pipeline", "data_poisoning", "--params", "blended.attack.name=blend"),
+        *("--pipelines", "data_poisoning", "--params", "blended.attack.name=blend"),
         says=["blended.attack.name: Input should be 'badnets_white', 'badnets_pattern'"],
     ),
     refusal(
         bad_input(
             "`--params baselines.methods=[ibu]`", "refused before any work, listing the defences"
         ),
-        *("--env", "tiny", "--pipeline", "baselines", "--params", "baselines.methods=[ibu]"),
+        *("--env", "tiny", "--pipelines", "baselines", "--params", "baselines.methods=[ibu]"),
         says=["baselines.methods.0: Input should be 'none'", "'ibau'", "got 'ibu'"],
     ),
     refusal(
         bad_input(
             "`--params baselines.abl.gamma=-1`", "refused before any work, naming the parameter"
         ),
-        *("--env", "tiny", "--pipeline", "baselines", "--params", "baselines.abl.gamma=-1"),
+        *("--env", "tiny", "--pipelines", "baselines", "--params", "baselines.abl.gamma=-1"),
         says=["baselines.abl.gamma: Input should be greater than 0"],
     ),
     refusal(
         bad_input(
             "`--params ieu.defence.tau=1.5`", "refused before any work, naming the parameter"
         ),
-        *("--env", "tiny", "--pipeline", "ieu_finetune", "--params", "ieu.defence.tau=1.5"),
+        *("--env", "tiny", "--pipelines", "ieu_finetune", "--params", "ieu.defence.tau=1.5"),
         says=["ieu.defence.tau: Input should be 'auto' or less than 1, got 1.5"],
     ),
     refusal(
@@ -303,7 +305,7 @@ REFUSALS = [
             "`--params model.robust.name=resnet_tiny`",
             "refused before any work; suggests close timm names",
         ),
-        *("--env", "tiny", "--pipeline", "baselines", "--params", "model.robust.name=resnet_tiny"),
+        *("--env", "tiny", "--pipelines", "baselines", "--params", "model.robust.name=resnet_tiny"),
         says=["unknown model 'resnet_tiny'"],
     ),
     refusal(
@@ -418,7 +420,7 @@ def assert_two_ranks_match(project, history, tmp_path_factory):
     ranks = fresh_copy(project, tmp_path_factory.mktemp("ranks") / "p")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", "2", "-m", "kedro", "run", "--env", "tiny"]
-    command += ["--pipeline", "ieu_finetune", "--params", "distributed=true"]
+    command += ["--pipelines", "ieu_finetune", "--params", "distributed=true"]
     result = subprocess.run(
         command, cwd=ranks, env=kedro_env(ONE_THREAD), capture_output=True, text=True, timeout=600
     )
@@ -551,7 +553,7 @@ def test_each_parameter_block_is_validated_once_per_run(tiny_project, tmp_path):
             str(counts),
             "--env",
             "tiny",
-            "--pipeline",
+            "--pipelines",
             "ieu_finetune",
         ],
         cwd=tiny_project,
@@ -568,7 +570,7 @@ def test_each_parameter_block_is_validated_once_per_run(tiny_project, tmp_path):
 def test_every_pipeline_carries_its_upstream_so_it_runs_on_a_fresh_project(
     tiny_project, monkeypatch
 ):
-    """`kedro run --pipeline <name>` on a fresh clone: each registered pipeline reads only
+    """`kedro run --pipelines <name>` on a fresh clone: each registered pipeline reads only
     the source images and parameters, everything else it makes itself."""
     from ieu_potion.adapters import config_loader
     from ieu_potion.pipeline_registry import register_pipelines
@@ -723,7 +725,7 @@ def test_a_killed_run_resumes_to_the_same_results(tiny_run, tmp_path_factory):
     import pandas as pd
 
     resumed = fresh_copy(tiny_run, tmp_path_factory.mktemp("resumed") / "p")
-    ieu = ["--env", "tiny", "--pipeline", "ieu_finetune"]
+    ieu = ["--env", "tiny", "--pipelines", "ieu_finetune"]
     log = resumed / "run.log"
     with log.open("w") as out:
         run = subprocess.Popen(
@@ -881,7 +883,7 @@ def test_a_second_run_in_a_busy_data_folder_is_refused_and_the_first_ends_well(t
 
     lock = tiny_project / "data" / LOCK_FILE
     first = subprocess.Popen(
-        [sys.executable, "-m", "kedro", "run", "--env", "tiny", "--pipeline", "ieu_finetune"],
+        [sys.executable, "-m", "kedro", "run", "--env", "tiny", "--pipelines", "ieu_finetune"],
         cwd=tiny_project,
         env=kedro_env(ONE_THREAD),
         stdout=subprocess.PIPE,
@@ -893,12 +895,12 @@ def test_a_second_run_in_a_busy_data_folder_is_refused_and_the_first_ends_well(t
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.monotonic() < deadline, "the first run never locked its data folder"
         time.sleep(0.1)
-    second = kedro(tiny_project, "--env", "tiny", "--pipeline", "data_poisoning")
+    second = kedro(tiny_project, "--env", "tiny", "--pipelines", "data_poisoning")
     assert first.poll() is None, "the first run ended before the second was refused"
     said = " ".join((second.stdout + second.stderr).split())
     assert second.returncode == 1 and "Traceback" not in said
     assert f"is in use by another run: pid {first.pid}" in said
-    assert "kedro run --env tiny --pipeline ieu_finetune" in said
+    assert "kedro run --env tiny --pipelines ieu_finetune" in said
     output = first.communicate(timeout=600)[0]
     assert first.returncode == 0, output[-3000:]
     import pandas as pd
@@ -908,3 +910,21 @@ def test_a_second_run_in_a_busy_data_folder_is_refused_and_the_first_ends_well(t
     free = FolderLock(tiny_project / "data")
     free.acquire({"pid": os.getpid()})  # released: nothing holds it now
     free.release()
+
+
+@pytest.mark.slow
+def test_resuming_under_another_configuration_says_which_blocks_differ(tiny_project):
+    """`--only-missing-outputs` reuses what the folder holds; where an earlier run of
+    another configuration wrote it, the resumed run says which parameter blocks differ."""
+    first = kedro(tiny_project, "--env", "tiny", "--pipelines", "data_poisoning", env=ONE_THREAD)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (tiny_project / "data" / ".run_config.json").is_file()
+    resumed = kedro(
+        tiny_project,
+        *("--env", "tiny", "--pipelines", "data_poisoning", "--only-missing-outputs"),
+        *("--params", "data_split.seed=1"),
+        env=ONE_THREAD,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = " ".join((resumed.stdout + resumed.stderr).split())
+    assert "made by a run of another configuration (differing: data_split)" in said

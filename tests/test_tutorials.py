@@ -32,7 +32,7 @@ codes = []
 for extra in ([], ["--params", "baselines.label_smoothing.smoothing=1.5"]):
     try:
         KedroCLI(Path.cwd()).main(
-            args=["run", "--env", "tiny", "--pipeline", "baselines", *extra], prog_name="kedro"
+            args=["run", "--env", "tiny", "--pipelines", "baselines", *extra], prog_name="kedro"
         )
     except SystemExit as exc:
         codes.append(exc.code)

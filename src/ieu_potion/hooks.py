@@ -25,6 +25,11 @@ from ieu_potion.training.engine import set_deterministic
 log = logging.getLogger(__name__)
 
 
+# The configuration (a fingerprint per top-level block) of the run that last wrote a data
+# folder, beside its lock.
+RUN_CONFIG = ".run_config.json"
+
+
 class RunLockHook:
     """One run at a time in a data folder: before anything else (``tryfirst``), the run
     locks its ``data_root`` (``io.FolderLock``), so that a second ``kedro run`` on the same
@@ -36,6 +41,7 @@ class RunLockHook:
     def __init__(self) -> None:
         self._root: str | None = None
         self._lock: FolderLock | None = None
+        self._record: dict[str, Any] | None = None  # this run's configuration, to be kept
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -58,9 +64,47 @@ class RunLockHook:
                 "host": socket.gethostname(),
             }
         )
+        parameters = catalog.load("parameters") if "parameters" in catalog else {}
+        blocks = {"source_images": fingerprint(run_source_data())}
+        blocks.update({name: fingerprint(value) for name, value in parameters.items()})
+        self._record = {"env": run_params.get("env"), "blocks": blocks}
+        if run_params.get("only_missing_outputs"):
+            self._compare(blocks)
+
+    def _compare(self, blocks: dict[str, str]) -> None:
+        """Warn where the folder's artifacts were made under another configuration, which
+        ``--only-missing-outputs`` would reuse for this one."""
+        try:
+            earlier = json.loads((Path(self._root) / RUN_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # no record: a fresh folder, or one from before records were kept
+        before = earlier.get("blocks", {}) if isinstance(earlier, dict) else {}
+        changed = sorted(k for k in set(before) | set(blocks) if before.get(k) != blocks.get(k))
+        if changed:
+            log.warning(
+                "resuming in %s, whose artifacts were made by a run of another configuration "
+                "(differing: %s): --only-missing-outputs reuses what that run wrote; for "
+                "results of this configuration alone, rerun without it or give this run a "
+                "data_root of its own",
+                self._root,
+                ", ".join(changed),
+            )
+
+    @hook_impl
+    def after_node_run(self) -> None:
+        """The first node done records the configuration that wrote the folder (a run
+        refused before any node writes nothing; under Dask, whose nodes run on the
+        workers, the run's end records it)."""
+        self._keep_record()
+
+    def _keep_record(self) -> None:
+        if self._record is not None and self._lock is not None:
+            atomic_write_text(Path(self._root) / RUN_CONFIG, json.dumps(self._record))
+            self._record = None
 
     @hook_impl
     def after_pipeline_run(self) -> None:
+        self._keep_record()
         self._release()
 
     @hook_impl
@@ -68,6 +112,7 @@ class RunLockHook:
         self._release()
 
     def _release(self) -> None:
+        self._record = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None

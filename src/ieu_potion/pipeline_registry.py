@@ -1,7 +1,7 @@
 """The project's pipelines, templated from the run's parameters.
 
 The parameters are validated first (schema.py).  Each registered pipeline carries the
-upstream nodes it needs (``kedro run --pipeline baselines`` works on a fresh clone); the
+upstream nodes it needs (``kedro run --pipelines baselines`` works on a fresh clone); the
 default pipeline is their union, in which every node appears once.  ``reporting`` reads
 the outputs of all the others, so it is the whole run plus the report.
 """
