@@ -498,6 +498,14 @@ CASES = [
         ),
     ),
     pytest.param(
+        [("data_poisoning.discovery.shares", [0.1, 0.1000001])],
+        ["data_poisoning.discovery.shares", "both make the subset 'share_0.1'"],
+        marks=bad_input(
+            "discovery shares `[0.1, 0.1000001]` (one subset key, `share_0.1`)",
+            "ParameterError naming both shares and the key, before any work",
+        ),
+    ),
+    pytest.param(
         [("finetune.device", "banana")],
         ["finetune.device", "'banana' is no torch device"],
         marks=bad_input("`finetune.device: banana`", "ParameterError naming the setting"),

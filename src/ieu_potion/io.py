@@ -190,17 +190,40 @@ def _umask() -> int:
     return mask
 
 
-SOURCE_CACHE = Path(tempfile.gettempdir()) / "ieu_potion-sources"
+def source_cache() -> Path:
+    """Where remote source folders are copied by default: the user's cache directory
+    (``$XDG_CACHE_HOME`` or ``~/.cache``), not a shared temporary folder in which another
+    user of the machine could plant a copy under a predictable name."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ieu-potion" / "sources"
+
+
+def _intact(copy: Path, files: dict[str, tuple[str, Any, str]]) -> bool:
+    """Whether an earlier copy is this user's, writable by nobody else, and holds every
+    listed file at its listed size."""
+    info = copy.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise PermissionError(
+            f"the cached copy {str(copy)!r} belongs to another user or is writable by "
+            "others; remove it, or choose another cache folder (the data set's `cache`)"
+        )
+    for relative, (_, size, _) in files.items():
+        path = copy / relative
+        if not path.is_file() or (size is not None and path.stat().st_size != size):
+            return False
+    return True
 
 
 def local_copy(folder: RemotePath, cache: str | os.PathLike | None = None) -> Path:
-    """A local copy of every file below the remote ``folder``, in ``cache`` (default: a
-    folder in the system's temporary directory), reused while the remote files keep their
+    """A local copy of every file below the remote ``folder``, in ``cache`` (default:
+    ``source_cache()``, in the user's cache directory), reused while the remote files keep their
     names, sizes and versions (ETag or modification time) and made afresh when they
     change.  The copy is made in a temporary folder and renamed into place, so a copy that
     was interrupted never counts, and of two processes copying at once one copy is kept.
-    ``FileNotFoundError`` where ``folder`` is no folder; ``ValueError`` for a remote name
-    that would land outside the copy (``..``)."""
+    A copy found in place is checked before it is reused (``_intact``): one that lacks a
+    file or holds one of another size is made afresh, and one that another user owns or
+    can write is refused.  ``FileNotFoundError`` where ``folder`` is no folder;
+    ``ValueError`` for a remote name that would land outside the copy (``..``)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
     listing = folder.fs.find(folder.path, detail=True)
@@ -215,11 +238,13 @@ def local_copy(folder: RemotePath, cache: str | os.PathLike | None = None) -> Pa
         )
         files[str(relative)] = (name, info.get("size"), str(version))
     stamp = json.dumps([str(folder), {k: v[1:] for k, v in files.items()}], sort_keys=True)
-    cache = Path(cache) if cache is not None else SOURCE_CACHE
+    cache = Path(cache) if cache is not None else source_cache()
     target = cache / f"{folder.name}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}"
     if target.is_dir():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
+        if _intact(target, files):
+            return target
+        shutil.rmtree(target)  # damaged or incomplete: made afresh below
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache))
     try:
         local = [staging / relative for relative in files]

@@ -89,7 +89,20 @@ class DiscoveryParams(Block):
     shares: tuple[Share, ...]
     seed: Natural = 0
 
-    _check = field_validator("shares")(lambda cls, v: distinct(_nonempty(v)))
+    @field_validator("shares")
+    @classmethod
+    def _distinct_keys(cls, shares: tuple[float, ...]) -> tuple[float, ...]:
+        """Distinct shares with distinct subset keys: 0.1 and 0.1000001 both name
+        ``share_0.1`` and would collapse into one subset."""
+        keys: dict[str, float] = {}
+        for share in distinct(_nonempty(shares)):
+            if share_key(share) in keys:
+                raise ValueError(
+                    f"{keys[share_key(share)]} and {share} both make the subset "
+                    f"{share_key(share)!r}; use shares that differ in the first 6 digits"
+                )
+            keys[share_key(share)] = share
+        return shares
 
 
 class DataPoisoningParams(Block):

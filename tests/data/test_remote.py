@@ -42,6 +42,7 @@ from ieu_potion.io import (
 )
 from ieu_potion.models import ModelSpec, build_model
 from ieu_potion.results import RunKey
+from tests.badinput import bad_input
 from tests.data.test_cifar10 import make_cifar_folder
 from tests.data.test_folders import make_folder
 
@@ -276,3 +277,27 @@ def test_a_remote_name_that_would_leave_the_copy_is_refused(tmp_path, monkeypatc
     finally:
         monkeypatch.undo()
         folder.fs.rm("/escape", recursive=True)
+
+
+@bad_input(
+    "a cached copy of a remote source with a file changed or removed, or that others can write",
+    "a damaged copy is made afresh; one others can write is refused (PermissionError)",
+)
+def test_a_cached_copy_is_checked_before_it_is_reused(tmp_path, monkeypatch):
+    folder = location("memory://cached/data")
+    folder.fs.pipe_file("/cached/data/train/0/a.png", b"12345")
+    folder.fs.pipe_file("/cached/data/train/1/b.png", b"678")
+    try:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+        copy = local_copy(folder)  # the default: the user's cache directory, no /tmp
+        assert copy.parent == tmp_path / "home-cache" / "ieu-potion" / "sources"
+        (copy / "train/0/a.png").write_bytes(b"planted")
+        (copy / "train/1/b.png").unlink()
+        again = local_copy(folder)
+        assert again == copy and (copy / "train/0/a.png").read_bytes() == b"12345"
+        assert (copy / "train/1/b.png").read_bytes() == b"678"
+        copy.chmod(0o777)
+        with pytest.raises(PermissionError, match="writable by others"):
+            local_copy(folder)
+    finally:
+        folder.fs.rm("/cached", recursive=True)
