@@ -42,8 +42,8 @@ type, a value out of range, a non-finite number or an unknown key stops the run 
 Integers are strict (`2.5` and `true` are refused where a count is meant), numbers must be
 finite, and unknown keys are refused with the valid ones listed.  Top-level keys other
 than the blocks below are attack namespaces (a mapping with an `attack` block, see
-`<namespace>`), strings the catalog reads (data roots such as `gtsrb_root`), or YAML
-anchor holders whose name starts with `_`.
+`<namespace>`), strings the catalog reads (paths named `*_root`, `*_path`, `*_dir` or
+`*_url`, such as `gtsrb_root`), or YAML anchor holders whose name starts with `_`.
 """
 
 

@@ -506,6 +506,15 @@ CASES = [
         ),
     ),
     pytest.param(
+        [("datset_name", "cifar")],
+        ["unknown parameter 'datset_name'", "did you mean dataset_name"],
+        marks=bad_input(
+            "`--params datset_name=cifar` (a misspelt top-level string)",
+            "ParameterError naming it and the close block name; only `*_root`, `*_path`, "
+            "`*_dir`, `*_url` strings pass, as the catalog's paths",
+        ),
+    ),
+    pytest.param(
         [("finetune.device", "banana")],
         ["finetune.device", "'banana' is no torch device"],
         marks=bad_input("`finetune.device: banana`", "ParameterError naming the setting"),

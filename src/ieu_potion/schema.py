@@ -13,6 +13,7 @@ pipeline is built and again, on the parameters the catalog holds, before any nod
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Literal
 
@@ -66,6 +67,9 @@ def seed_list(seeds: Any) -> list[int]:
 # Seeds one run may repeat every namespace over (each seed adds a copy of every per-attack
 # node); more are run in batches of seed lists, which share the results archive.
 MAX_SEEDS = 100
+
+# What a top-level string parameter (a path the catalog reads) is called.
+CATALOG_PATH = re.compile(r"_(root|path|dir|url)$")
 
 # What an attack namespace may be called (it becomes folder names and Kedro namespaces).
 NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -152,8 +156,9 @@ class NamespaceParams(Block):
 
 class Parameters(Block):
     """Every parameter of a run.  Other top-level keys are attack namespaces (mappings
-    with an ``attack`` block), strings the catalog reads (data roots given with
-    ``--params``), or YAML anchors' holders (``_name``)."""
+    with an ``attack`` block), strings the catalog reads (paths named ``*_root``,
+    ``*_path``, ``*_dir`` or ``*_url``, given with ``--params``), or YAML anchors'
+    holders (``_name``)."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False, frozen=True)
 
@@ -245,8 +250,16 @@ class Parameters(Block):
         found = {}
         for name, value in (self.model_extra or {}).items():
             # YAML anchors' holders, and paths the catalog reads (`--params gtsrb_root=...`)
-            if name.startswith("_") or isinstance(value, str):
+            if name.startswith("_") or isinstance(value, str) and CATALOG_PATH.search(name):
                 continue
+            if isinstance(value, str):
+                close = difflib.get_close_matches(name, list(type(self).model_fields), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ValueError(
+                    f"unknown parameter {name!r} (= {value!r}): a top-level string is a path "
+                    "the catalog reads through ${runtime_params:...}, named <name>_root, "
+                    f"_path, _dir or _url{hint}"
+                )
             if not isinstance(value, dict) or "attack" not in value:
                 raise ValueError(
                     f"unknown parameter block {name!r}: neither a block of the parameter "
