@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
+import math
 import os
 import shutil
 import tempfile
 import uuid
+import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
+import numpy as np
 
 # Filesystems that have no rename, where one upload is all-or-nothing instead.
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"})
@@ -309,3 +313,54 @@ class FolderLock:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+# The most an .npz member may expand to, relative to the whole compressed file (images
+# compress 2-20x; a zip bomb, zeros, over 1000x), plus a floor for small files.
+NPZ_MAX_EXPANSION = 100
+NPZ_FLOOR_BYTES = 64 * 2**20
+_NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def checked_npz(payload: bytes, name: str) -> io.BytesIO:
+    """``payload`` (an ``.npz`` file's bytes), ready for ``np.load(allow_pickle=False)``
+    once every member's header is checked, before any array is allocated: the shape and
+    dtype it declares must fill exactly the member's uncompressed size (a header claiming
+    10^13 elements is refused, not allocated), and the members together may expand to at
+    most ``NPZ_MAX_EXPANSION`` times the file (a zip bomb is refused).  ``name`` is the
+    file, for the messages."""
+    limit = max(NPZ_FLOOR_BYTES, NPZ_MAX_EXPANSION * len(payload))
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(payload))
+    except zipfile.BadZipFile:
+        raise ValueError(f"{name!r} is no .npz file (not a zip archive)") from None
+    with archive:
+        total = 0
+        for member in archive.infolist():
+            total += member.file_size
+            if total > limit:
+                raise ValueError(
+                    f"{name!r}: its arrays would expand to over {limit} bytes from a "
+                    f"{len(payload)}-byte file; refused (a damaged or crafted archive)"
+                )
+            with archive.open(member) as stream:
+                try:
+                    version = np.lib.format.read_magic(stream)
+                    read_header = _NPY_HEADERS.get(version)
+                    if read_header is None:
+                        raise ValueError(f"unsupported .npy format version {version}")
+                    shape, _, dtype = read_header(stream)
+                except ValueError as exc:
+                    raise ValueError(f"{name!r}, member {member.filename!r}: {exc}") from None
+                header = stream.tell()
+            declared = math.prod(shape) * dtype.itemsize
+            if dtype.kind != "O" and declared != member.file_size - header:
+                raise ValueError(
+                    f"{name!r}, member {member.filename!r}: its header declares shape "
+                    f"{shape} of {dtype} ({declared} bytes), but it holds "
+                    f"{member.file_size - header} bytes; refused"
+                )
+    return io.BytesIO(payload)

@@ -11,6 +11,7 @@ import os
 import pickle
 import shutil
 import struct
+import zipfile
 import zlib
 
 import numpy as np
@@ -20,9 +21,15 @@ from kedro.io import DatasetError
 from PIL import Image
 from safetensors.torch import save_file
 
-from ieu_potion.adapters.datasets import Cifar10Dataset, ModelDataset, StegaCodecDataset
+from ieu_potion import io as ieu_io
+from ieu_potion.adapters.datasets import (
+    ArraysDataset,
+    Cifar10Dataset,
+    ModelDataset,
+    StegaCodecDataset,
+)
 from ieu_potion.attacks.stega import CodecConfig, StegaCodec, load_codec, save_codec
-from ieu_potion.data import DataLayoutError, cifar10, folders
+from ieu_potion.data import DataLayoutError, ImageSet, cifar10, folders
 from ieu_potion.data.cifar10 import read_cifar10
 from ieu_potion.data.errors import ArtifactError
 from ieu_potion.data.folders import read_image_folders
@@ -729,3 +736,50 @@ def test_codec_settings_that_do_not_fit_the_weights(saved_codec):
         str(spec),
         unchanged=saved_codec,
     )
+
+
+def _npz(members: dict[str, bytes]) -> bytes:
+    """An .npz archive of raw .npy members, compressed."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@bad_input(
+    "an image set `.npz` whose array header claims 10^13 elements (about 80 TB)",
+    "ValueError naming the file, the member and the declared shape; nothing allocated",
+)
+def test_an_npz_header_that_claims_more_than_the_member_holds_is_refused(tmp_path):
+    lying = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**13,)}
+    np.lib.format.write_array_header_1_0(lying, header)
+    lying.write(b"\0" * 64)
+    path = tmp_path / "poisoned_train.npz"
+    path.write_bytes(_npz({"images.npy": lying.getvalue()}))
+    with pytest.raises(ValueError, match=r"member 'images.npy'.*shape \(10000000000000,\)"):
+        ImageSet.load(path)
+
+
+@bad_input(
+    "an `.npz` zip bomb (a small file whose arrays expand past the limit)",
+    "ValueError naming the file and the limit, before any array is read",
+)
+def test_an_npz_that_expands_past_the_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(ieu_io, "NPZ_FLOOR_BYTES", 1024)  # the floor for small files
+    zeros = _npy(np.zeros(2**20, dtype=np.uint8))  # 1 MiB of zeros: about 1 KiB compressed
+    path = tmp_path / "subsets.npz"
+    path.write_bytes(_npz({"share_1.npy": zeros}))
+    assert path.stat().st_size * ieu_io.NPZ_MAX_EXPANSION < 2**20
+    with pytest.raises(DatasetError, match="would expand to over"):  # Kedro wraps loads
+        ArraysDataset(filepath=str(path)).load()
+    fine = tmp_path / "fine.npz"
+    fine.write_bytes(_npz({"share_1.npy": _npy(np.arange(1000))}))
+    assert ArraysDataset(filepath=str(fine)).load()["share_1"].tolist() == list(range(1000))

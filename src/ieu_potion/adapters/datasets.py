@@ -34,6 +34,7 @@ from ieu_potion.io import (
     AnyPath,
     atomic_write_bytes,
     atomic_write_text,
+    checked_npz,
     local_copy,
     location,
     remove_temporaries,
@@ -224,7 +225,8 @@ class ArraysDataset(_FileDataset):
     """A dictionary of named numeric arrays as ``.npz`` (no pickle), written atomically."""
 
     def load(self) -> dict[str, np.ndarray]:
-        with np.load(io.BytesIO(self._filepath.read_bytes()), allow_pickle=False) as archive:
+        payload = checked_npz(self._filepath.read_bytes(), str(self._filepath))
+        with np.load(payload, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
 
     def _write(self, data: dict[str, np.ndarray]) -> None:

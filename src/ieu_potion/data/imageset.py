@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ieu_potion.io import RemotePath, atomic_write_bytes, location
+from ieu_potion.io import RemotePath, atomic_write_bytes, checked_npz, location
 
 CLEAN = ""  # attack name stored for samples that carry no trigger
 
@@ -103,7 +103,7 @@ class ImageSet:
 
     @classmethod
     def load(cls, path: str | Path | RemotePath) -> ImageSet:
-        payload = io.BytesIO(location(path).read_bytes())
+        payload = checked_npz(location(path).read_bytes(), str(path))
         with np.load(payload, allow_pickle=False) as archive:
             missing = set(_FIELDS) - set(archive.files)
             if missing:
