@@ -235,6 +235,18 @@ def test_cifar_labels_of_the_wrong_type_name_the_file(tmp_path, labels, culprit)
     rejects(lambda: read_cifar10(root), DataLayoutError, "data_batch_1", culprit, unchanged=root)
 
 
+@bad_input(
+    "a CIFAR batch file with 0 rows (an empty `data` array, no labels)",
+    "DataLayoutError naming the file: the batch is empty",
+)
+def test_an_empty_cifar_batch_is_refused(tmp_path):
+    root = tmp_path / "c"
+    make_cifar_folder(root)
+    empty = {b"data": np.zeros((0, 3072), np.uint8), b"labels": []}
+    (root / "data_batch_3").write_bytes(pickle.dumps(empty, protocol=4))  # protocol 2 cannot
+    rejects(lambda: read_cifar10(root), DataLayoutError, "data_batch_3", "0 rows", unchanged=root)
+
+
 @pytest.mark.parametrize(
     "action",
     [

@@ -4,6 +4,7 @@ from PIL import Image
 
 from ieu_potion.data import DataLayoutError
 from ieu_potion.data.folders import read_image_folders
+from tests.badinput import bad_input
 
 
 def make_folder(root, split, classes, per_class=3, nested="", size=(20, 14), suffix=".png"):
@@ -77,3 +78,19 @@ def test_images_are_resized_not_cropped(tmp_path):
     data = read_image_folders(tmp_path, 10, test_dir=None, test_fraction=0.5)
     assert data["train"].images.shape[1:] == (10, 10, 3)
     assert np.ptp(data["train"].images[..., 2]) == 0
+
+
+@bad_input(
+    "a class folder whose only image the seeded hold-out puts in the test split",
+    "DataLayoutError naming the class, test_fraction and seed, before any training",
+)
+def test_a_class_left_without_training_images_by_the_hold_out_is_named(tmp_path):
+    make_folder(tmp_path, "train", ["many"], per_class=9)
+    make_folder(tmp_path, "train", ["lonely"], per_class=1)
+    seeds = [
+        s
+        for s in range(20)
+        if 0 in np.random.default_rng(s).permutation(10)[:2]  # "lonely" sorts first: image 0
+    ]
+    with pytest.raises(DataLayoutError, match=r"class 'lonely' has no training image left"):
+        read_image_folders(tmp_path, 8, test_dir=None, test_fraction=0.2, seed=seeds[0])

@@ -182,6 +182,8 @@ def _check_data(path: Path, data: object, file_size: int) -> np.ndarray:
         raise DataLayoutError(f"{path}: {expected}, got a {type(data).__name__}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != ROW_VALUES:
         raise DataLayoutError(f"{path}: {expected}, got {data.dtype} {data.shape}")
+    if len(data) == 0:
+        raise DataLayoutError(f"{path}: 'data' holds no images (0 rows); the batch is empty")
     if data.nbytes > file_size:
         # Pixels that are not in the file: a huge declared shape or rows repeated by
         # stride tricks.  Refused before anything reads or copies them.

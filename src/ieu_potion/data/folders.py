@@ -326,6 +326,14 @@ def read_image_folders(
         test_labels = train_labels[test_idx]
         train_paths = [train_paths[i] for i in train_idx]
         train_labels = train_labels[train_idx]
+        absent = sorted(set(range(len(class_names))) - set(train_labels.tolist()))
+        if absent:
+            names = ", ".join(repr(class_names[i]) for i in absent)
+            raise DataLayoutError(
+                f"{root / train_dir}: after holding out test_fraction {test_fraction} (seed "
+                f"{seed}), class {names} has no training image left; add images to it, "
+                "lower test_fraction, or give a test folder (test_dir)"
+            )
 
     log.info(
         "reading %d training and %d test images in %d classes from %s",
