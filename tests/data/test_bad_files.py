@@ -87,16 +87,18 @@ def read_train(root, size=8):
 
 
 def single_image_folder(root, name: str, content: bytes):
-    """``root/train/a/<name>`` holding ``content``, and a second plain image in a class b
-    (so that the hold-out takes that one and the image under test stays in training)."""
+    """``root/train/a/<name>`` holding ``content``, a second plain image in a class b, and
+    a test folder holding one image of b."""
     (root / "train" / "a").mkdir(parents=True)
     (root / "train" / "a" / name).write_bytes(content)
     image_folder(root, classes=("b",), per_class=1)
+    (root / "test" / "b").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (60, 0, 100)).save(root / "test" / "b" / "img0.png")
     return root
 
 
 def read_image_under_test(root, size=16) -> np.ndarray:
-    data = read_image_folders(root, size, test_dir=None, test_fraction=0.5, seed=0)
+    data = read_image_folders(root, size, test_dir="test")
     merged = np.concatenate([data["train"].images, data["test"].images])
     labels = np.concatenate([data["train"].labels, data["test"].labels])
     return merged[labels == 0][0]
