@@ -12,6 +12,7 @@ import pytest
 from tests.test_run import (
     ONE_THREAD,
     kedro_env,
+    python_in,
     scratch_project,
     with_tiny_env,
     written,
@@ -29,14 +30,8 @@ def output(result) -> str:
 
 @pytest.mark.slow
 def test_python_m_ieu_potion_runs_the_project(tiny_project):
-    result = subprocess.run(
-        [sys.executable, "-m", "ieu_potion", "--env", "tiny", "--pipelines", "data_poisoning"],
-        cwd=tiny_project,
-        env=kedro_env(ONE_THREAD),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = ["--env", "tiny", "--pipelines", "data_poisoning"]
+    result = python_in(tiny_project, "-m", "ieu_potion", *run, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "03_primary/badnets_white/seed_0/poisoned_train.npz" in written(tiny_project)
 
@@ -58,14 +53,7 @@ KedroCLI(Path.cwd()).main(args=["run", *sys.argv[1:]], prog_name="kedro")
 
 
 def test_a_bug_still_shows_its_traceback(tiny_project):
-    result = subprocess.run(
-        [sys.executable, "-c", BUGGY_RUN, "--env", "tiny"],
-        cwd=tiny_project,
-        env=kedro_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = python_in(tiny_project, "-c", BUGGY_RUN, "--env", "tiny")
     text = output(result)
     assert result.returncode != 0
     assert "Traceback" in text and "RuntimeError: a bug in the project" in text
@@ -76,14 +64,11 @@ def test_kedro_ipython_defines_the_project_variables(tiny_project):
     """`kedro ipython` starts this environment's IPython with Kedro's extension, whatever
     `ipython` the PATH holds."""
     code = "print('CHECK', type(catalog).__name__, sorted(pipelines)[:2], type(session).__name__)"
-    result = subprocess.run(
-        [sys.executable, "-m", "kedro", "ipython", "--env", "tiny"],
+    result = python_in(
+        tiny_project,
+        *("-m", "kedro", "ipython", "--env", "tiny"),
+        env={"PATH": "/nonexistent"},
         input=f"{code}\nexit()\n",
-        cwd=tiny_project,
-        env={**kedro_env(), "PATH": "/nonexistent"},
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert result.returncode == 0, output(result)[-3000:]
     check = next(line for line in result.stdout.splitlines() if "CHECK" in line)

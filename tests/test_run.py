@@ -66,15 +66,22 @@ def kedro_env(extra=None) -> dict[str, str]:
     return {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", **(extra or {})}
 
 
-def kedro(project, *args, env=None):
+def python_in(project, *args, env=None, input=None):
+    """``python <args>`` started in ``project`` (telemetry off, ``env`` over this process's
+    environment), its output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "kedro", "run", *args],
+        [sys.executable, *args],
         cwd=project,
         env=kedro_env(env),
+        input=input,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def kedro(project, *args, env=None):
+    return python_in(project, "-m", "kedro", "run", *args, env=env)
 
 
 def written(project, env=None):
@@ -545,23 +552,8 @@ def test_each_parameter_block_is_validated_once_per_run(tiny_project, tmp_path):
     tree, and the nodes are handed its settings objects: no node validates a block again
     (IEU's pipeline with its upstream: the data, the backbone, the gate, stage 2)."""
     counts = tmp_path / "counts.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            COUNTED_RUN,
-            str(counts),
-            "--env",
-            "tiny",
-            "--pipelines",
-            "ieu_finetune",
-        ],
-        cwd=tiny_project,
-        env=kedro_env(ONE_THREAD),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = ["--env", "tiny", "--pipelines", "ieu_finetune"]
+    result = python_in(tiny_project, "-c", COUNTED_RUN, str(counts), *run, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "badnets_white.seed_0.defend_ieu" in result.stdout + result.stderr
     assert json.loads(counts.read_text()) == {"Parameters": 1}

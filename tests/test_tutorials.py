@@ -4,13 +4,11 @@ and the tiny environment runs with the new pieces named in the parameters."""
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_run import ONE_THREAD, kedro_env, scratch_project, with_tiny_env
+from tests.test_run import ONE_THREAD, python_in, scratch_project, with_tiny_env
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = re.compile(
@@ -64,14 +62,8 @@ def test_add_a_defence(tmp_path):
             "  label_smoothing: {smoothing: 0.2}\n",
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-c", RUN, str(package), json.dumps([n for n, _ in modules])],
-        cwd=project,
-        env=kedro_env(ONE_THREAD),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    names = json.dumps([n for n, _ in modules])
+    result = python_in(project, "-c", RUN, str(package), names, env=ONE_THREAD)
     out = result.stdout + result.stderr
     codes = json.loads(out.split("CODES", 1)[1].split("\n", 1)[0])
     assert codes == [0, 1], out[-3000:]

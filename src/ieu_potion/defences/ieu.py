@@ -349,6 +349,17 @@ def stage_two_tau(config: IEUConfig, split: Split | None) -> float:
     return split.tau if split else 1.0
 
 
+def choose_tau(
+    config: IEUConfig, confidence: np.ndarray, least: int
+) -> tuple[Split | None, Split | None, float]:
+    """The best cut of the gate's confidences (or None), that cut where it is usable, and
+    the tau stage 2 would use: what ``train_gate`` records each epoch and
+    ``gate_threshold`` decides with."""
+    raw = otsu_split(confidence, least)
+    split = usable(config, raw)
+    return raw, split, stage_two_tau(config, split)
+
+
 def min_flagged(config: IEUConfig, batch_size: int) -> int:
     """The fewest flagged samples ``tau: auto`` accepts: one unlearning batch (the queue
     capacity, by default the finetuning batch size), since fewer flags per epoch never
@@ -386,9 +397,7 @@ def train_gate(task: Task, settings: IEUSettings) -> tuple[nn.Module, pd.DataFra
         nonlocal epoch
         epoch += 1
         conf = gate_confidences(g, task.train)["confidence"]
-        raw = otsu_split(conf, least)
-        split = usable(config, raw)
-        tau = stage_two_tau(config, split)
+        raw, split, tau = choose_tau(config, conf, least)
         if split and split.separation > best["separation"]:
             best.update(
                 epoch=epoch,
@@ -444,9 +453,7 @@ def gate_threshold(
     config = settings.defence
     arrays = gate_confidences(ieu_gate, task.train)
     conf = arrays["confidence"]
-    raw = otsu_split(conf, min_flagged(config, task.recipe.batch_size))
-    split = usable(config, raw)
-    tau = stage_two_tau(config, split)
+    raw, split, tau = choose_tau(config, conf, min_flagged(config, task.recipe.batch_size))
     if config.tau == "auto":
         if split is None:
             log.warning(

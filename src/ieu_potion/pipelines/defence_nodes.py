@@ -47,13 +47,9 @@ def _task(defence: Defence, key: RunKey, inputs: dict[str, Any]) -> Task:
     """The task from the node's inputs; what is left of ``inputs`` are earlier stages'
     outputs."""
     task = {name: inputs.pop(name) for name in TASK_INPUTS}
-    optional = {}
-    if "undefended" in defence.needs:
-        optional["undefended"] = inputs.pop("undefended")
-    if "trusted" in defence.needs:
-        optional["trusted"] = inputs.pop("trusted")
-    if "models" in defence.needs:
-        optional["models"] = settings_from_params(ModelBlock, inputs.pop("model"), "model")
+    optional = {need: inputs.pop(NEED_INPUTS[need][0]) for need in defence.needs}
+    if "models" in optional:
+        optional["models"] = settings_from_params(ModelBlock, optional["models"], "model")
     if "gate_backbone" in inputs:
         optional["gate_backbone"] = inputs.pop("gate_backbone")
     return Task.of_run(**task, key=key, **optional)
