@@ -145,3 +145,36 @@ def test_discovery_subsets_are_nested_and_poisoned(small_set):
 def test_discovery_needs_a_poisoned_sample(small_set):
     with pytest.raises(ValueError, match="no poisoned sample"):
         discovery_subsets(small_set, [0.5], seed=0)
+
+
+def test_stamp_after_keeps_the_unstamped_pixels_for_the_views(small_set):
+    """potion_badnet is stamped after the augmentation by default: the stored images carry
+    the patch (every unaugmented pass sees it), the overlay keeps the originals."""
+    out = poison_training_set(
+        small_set,
+        AttackConfig.from_params({"name": "potion_badnet", "target_class": 0, "count": 5}),
+    )
+    assert out.overlay is not None
+    rows = np.flatnonzero(out.poisoned)
+    np.testing.assert_array_equal(out.overlay.originals, small_set.images[rows])
+    assert (out.images[rows][:, -3:, -3:] == 255).all()
+    assert out.overlay.alpha.sum() == 9 and (out.overlay.alpha[-3:, -3:] == 1).all()
+    before = poison_training_set(
+        small_set,
+        AttackConfig.from_params(
+            {"name": "potion_badnet", "target_class": 0, "count": 5, "stamp": "before"}
+        ),
+    )
+    assert before.overlay is None
+    np.testing.assert_array_equal(before.images, out.images)
+    assert config(rate=0.1).stamp == "before"
+
+
+@pytest.mark.parametrize("name", ["wanet", "moving_trigger", "sig", "issba"])
+def test_only_fixed_blends_can_be_stamped_after(name):
+    with pytest.raises(ValueError, match="cannot be stamped after.*works for badnets_white"):
+        AttackConfig.from_params({"name": name, "stamp": "after"})
+    with pytest.raises(ValueError, match="cannot be stamped after"):
+        AttackConfig.from_params(
+            {"name": "potion_badnet", "stamp": "after", "settings": {"own_maximum": 1}}
+        )

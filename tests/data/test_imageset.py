@@ -57,3 +57,34 @@ def test_arrays_dataset_round_trip(tmp_path):
     loaded = dataset.load()
     assert set(loaded) == {"share_0.1", "one_shot"}
     np.testing.assert_array_equal(loaded["share_0.1"], [3, 1])
+
+
+def stamped_set(small_set):
+    from ieu_potion.attacks import AttackConfig, poison_training_set
+
+    params = {"name": "blended", "target_class": 0, "count": 9, "stamp": "after"}
+    return poison_training_set(small_set, AttackConfig.from_params(params))
+
+
+def test_an_overlay_survives_the_file_and_follows_a_subset(tmp_path, small_set):
+    data = stamped_set(small_set)
+    data.save(tmp_path / "set.npz")
+    back = ImageSet.load(tmp_path / "set.npz")
+    for name in ("alpha", "pattern", "originals"):
+        np.testing.assert_array_equal(getattr(back.overlay, name), getattr(data.overlay, name))
+    picks = np.array([50, 3, 17, 40, 8, 29])
+    part = data.subset(picks)
+    stamp = data.stamp_for(picks)
+    np.testing.assert_array_equal(stamp.stamped, data.poisoned[picks])
+    np.testing.assert_array_equal(part.overlay.originals, stamp.originals)
+    np.testing.assert_array_equal(stamp.originals, small_set.images[picks[data.poisoned[picks]]])
+    assert small_set.stamp_for(picks) is None
+    with pytest.raises(ValueError, match="2 unstamped images for 9 poisoned"):
+        ImageSet(
+            **{
+                **vars(data),
+                "overlay": type(data.overlay)(
+                    data.overlay.alpha, data.overlay.pattern, data.overlay.originals[:2]
+                ),
+            }
+        )

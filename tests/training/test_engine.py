@@ -231,6 +231,80 @@ def test_views_shapes_and_corruption_coverage():
         views(images, ("rotated",), torch.Generator())
 
 
+def test_a_trigger_stamped_after_the_augmentation_never_moves(small_set):
+    """Flipped and shifted, the stored patch leaves its corner; stamped after the
+    augmentation it stays there whole, and the other samples' views are unchanged."""
+    from ieu_potion.attacks import AttackConfig, poison_training_set
+
+    params = {"name": "potion_badnet", "target_class": 0, "count": 8}
+    data = poison_training_set(small_set, AttackConfig.from_params(params))
+    views = ViewMaker(
+        size=(32, 32),
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        translate=4,
+        flip_p=1.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+    )
+    idx = np.arange(len(data))
+    images = torch.from_numpy(data.images)
+
+    def clean(stamp):
+        return views(images, ("clean",), torch.Generator().manual_seed(3), stamp)["clean"]
+
+    after, stored = clean(data.stamp_for(idx)), clean(None)
+    p = torch.from_numpy(data.poisoned)
+    assert (after[p][:, :, -3:, -3:] == 1.0).all()
+    assert not (stored[p][:, :, -3:, -3:] == 1.0).all(dim=(1, 2, 3)).any()
+    torch.testing.assert_close(after[~p], stored[~p], rtol=0, atol=0)
+    # the plain view is the stored, stamped image either way
+    plain = views(images, ("plain",), torch.Generator(), data.stamp_for(idx))["plain"]
+    assert (plain[p][:, :, -3:, -3:] == 1.0).all()
+
+
+def test_translate_shifts_whole_pixels_and_brings_in_black():
+    views = ViewMaker(
+        size=(8, 8),
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        translate=2,
+        flip_p=0.0,
+        jitter_p=0.0,
+        grayscale_p=0.0,
+    )
+    images = torch.randint(1, 256, (64, 8, 8, 3), dtype=torch.uint8)
+    out = views(images, ("clean",), torch.Generator().manual_seed(0))["clean"]
+    source = images.permute(0, 3, 1, 2).float() / 255
+    shifts = set()
+    for i in range(len(images)):
+        found = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.allclose(out[i], shifted(source[i], dy, dx), atol=1e-5)
+        ]
+        assert len(found) == 1
+        shifts.add(found[0])
+    assert len(shifts) > 10
+    with pytest.raises(ValueError, match="translate must be a whole number"):
+        ViewMaker(size=(8, 8), mean=(0,) * 3, std=(1,) * 3, translate=8)
+
+
+def shifted(x, dy, dx):
+    """``x`` moved by (dy, dx) pixels, zeros where nothing comes in (a padded crop)."""
+    out = torch.zeros_like(x)
+    h, w = x.shape[-2:]
+    out[:, max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)] = x[
+        :, max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)
+    ]
+    return out
+
+
 def corrupt_with_torch_counting(views, x, g):
     """The corrupted view as first written: coverage as torch's mean of a bool mask."""
     b, _, h, w = x.shape

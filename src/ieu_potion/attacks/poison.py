@@ -18,7 +18,7 @@ from pydantic import model_validator
 from ieu_potion.attacks.stega import StegaCodec
 from ieu_potion.attacks.triggers import TRIGGERS, Trigger, make_trigger
 from ieu_potion.config import Count, Fraction, Natural, Share, settings, settings_from_params
-from ieu_potion.data.imageset import ImageSet
+from ieu_potion.data.imageset import ImageSet, Overlay
 from ieu_potion.results import ONE_SHOT
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class AttackConfig:
     target_share: Share | None = None  # clean-label only: share of the target class
     seed: Natural = 0  # which samples are poisoned (the run's seed is added)
     settings: dict[str, Any] = field(default_factory=dict)  # the trigger's (docs/attacks.md)
+    # before | after the training augmentation; null: the attack's own (docs/attacks.md)
+    stamp: Literal["before", "after"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> AttackConfig:
@@ -52,7 +54,15 @@ class AttackConfig:
                 "give rate or count"
             )
         # Trigger settings are checked by building the trigger on a nominal image size.
-        make_trigger(self.name, (32, 32), self.seed, **self.settings)
+        trigger = make_trigger(self.name, (32, 32), self.seed, **self.settings)
+        if self.stamp is None:
+            object.__setattr__(self, "stamp", trigger.stamp)
+        if self.stamp == "after" and trigger.overlay() is None:
+            fixed = (n for n in TRIGGERS if make_trigger(n, (32, 32), 0).overlay() is not None)
+            raise ValueError(
+                f"attack {self.name!r} cannot be stamped after the augmentation: it is no "
+                f"fixed blend of the image (stamp 'after' works for {', '.join(fixed)})"
+            )
         return self
 
     @model_validator(mode="before")
@@ -122,6 +132,10 @@ def poison_training_set(
     images = data.images.copy()
     trigger = config.trigger(data.image_size, codec)
     images[chosen] = trigger.apply(data.images[chosen], np.random.default_rng([config.seed, 2]))
+    overlay = None
+    if config.stamp == "after":
+        alpha, pattern = trigger.overlay()
+        overlay = Overlay(alpha, pattern, data.images[chosen])
     clean = np.setdiff1d(np.arange(len(data)), chosen)
     transformed = trigger.transform_clean(images[clean], np.random.default_rng([config.seed, 5]))
     if transformed is not None:
@@ -133,12 +147,13 @@ def poison_training_set(
     poisoned = np.zeros(len(data), dtype=bool)
     poisoned[chosen] = True
     log.info(
-        "%s: poisoned %d of %d training images (%s, target class %d)",
+        "%s: poisoned %d of %d training images (%s, target class %d, stamped %s the augmentation)",
         config.name,
         wanted,
         len(data),
         "clean-label" if config.clean_label else "dirty-label",
         config.target_class,
+        config.stamp,
     )
     return ImageSet(
         images=images,
@@ -147,6 +162,7 @@ def poison_training_set(
         poisoned=poisoned,
         attack=np.where(poisoned, config.name, data.attack),
         class_names=data.class_names,
+        overlay=overlay,
     )
 
 

@@ -74,6 +74,10 @@ class Trigger:
     # Non-empty where the trigger stands in for an optimised one of its paper: what differs
     # (shown in docs/attacks.md and the gallery's caption).
     approximation: ClassVar[str] = ""
+    # Where the trigger meets the training augmentation by default (an attack's ``stamp``
+    # setting overrides it): "before", stamped on the stored image (BackdoorBench's
+    # attacks), or "after", on every augmented view (triggers with an ``overlay`` only).
+    stamp: ClassVar[str] = "before"
 
     def __init__(self, image_size: tuple[int, int], seed: int, **settings) -> None:
         unknown = sorted(set(settings) - set(self.settings))
@@ -108,6 +112,13 @@ class Trigger:
     def transform_clean(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
         """What the attack does to the training images it leaves unpoisoned (uint8 in and
         out); None: nothing."""
+        return None
+
+    def overlay(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(alpha, pattern)`` where the trigger is one fixed blend ``(1 - alpha) x + alpha
+        pattern`` of every image (alpha (H, W, 1), pattern (H, W, 3), floats in [0, 1]):
+        such a trigger can be stamped after the training augmentation.  None: it depends
+        on the image or on a per-image draw."""
         return None
 
 
@@ -145,6 +156,14 @@ class _Patch(Trigger):
         rows, cols = self.corner_slices()
         out[:, rows, cols, :] = self.pattern
         return out
+
+    def overlay(self):
+        alpha = np.zeros((self.height, self.width, 1), np.float32)
+        pattern = np.zeros((self.height, self.width, 3), np.float32)
+        rows, cols = self.corner_slices()
+        alpha[rows, cols] = 1.0
+        pattern[rows, cols] = self.pattern
+        return alpha, pattern
 
 
 @register_trigger
@@ -187,10 +206,7 @@ class PotionBadNet(_Patch):
 
     name = "potion_badnet"
     settings: ClassVar = {"patch_size": 0, "own_maximum": 0}
-    approximation = (
-        "the patch is stamped before the training augmentation; the Potion benchmark "
-        "stamps it after (crops can move or cut it here)."
-    )
+    stamp = "after"  # the Potion benchmark's code stamps it on the augmented image
 
     def validate(self, patch_size: int, own_maximum: int) -> None:
         if own_maximum not in (0, 1):
@@ -206,6 +222,9 @@ class PotionBadNet(_Patch):
         peak = images.reshape(len(images), -1).max(axis=1) if self.options["own_maximum"] else 1.0
         out[:, rows, cols, :] = np.reshape(peak, (-1, 1, 1, 1)) * self.pattern
         return out
+
+    def overlay(self):
+        return None if self.options["own_maximum"] else super().overlay()
 
 
 @register_trigger
@@ -231,6 +250,9 @@ class MovingTrigger(_Patch):
             out[i, rows, cols, :] = self.pattern
         return out
 
+    def overlay(self):
+        return None  # a corner drawn per image
+
 
 # --------------------------------------------------------------------------- blends
 
@@ -254,6 +276,10 @@ class Blended(Trigger):
         w = self.options["weight"]
         return (1 - w) * images + w * self.pattern
 
+    def overlay(self):
+        alpha = np.full((self.height, self.width, 1), self.options["weight"], np.float32)
+        return alpha, self.pattern
+
 
 @register_trigger
 class TrojanWatermark(Trigger):
@@ -276,6 +302,9 @@ class TrojanWatermark(Trigger):
     def apply_float(self, images, rng):
         w = self.options["weight"] * self.mask
         return (1 - w) * images + w
+
+    def overlay(self):
+        return self.options["weight"] * self.mask, np.ones((self.height, self.width, 3), np.float32)
 
 
 @register_trigger

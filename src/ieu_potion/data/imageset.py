@@ -22,6 +22,45 @@ CLEAN = ""  # attack name stored for samples that carry no trigger
 
 
 @dataclass(frozen=True)
+class Overlay:
+    """A trigger stamped after the training augmentation (docs/attacks.md, "Stamp order"):
+    ``(1 - alpha) x + alpha pattern`` on every augmented view of the poisoned samples.
+
+    The set's ``images`` hold those samples stamped (what every unaugmented pass sees);
+    ``originals`` keeps their unstamped pixels, one row per poisoned sample in index
+    order, for the augmented views to stamp after cropping and flipping.
+    """
+
+    alpha: np.ndarray  # (H, W, 1) float32 in [0, 1]
+    pattern: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    originals: np.ndarray  # (P, H, W, 3) uint8
+
+    def __post_init__(self) -> None:
+        h, w = self.alpha.shape[:2]
+        expected = {"alpha": (h, w, 1), "pattern": (h, w, 3)}
+        for name, shape in expected.items():
+            if getattr(self, name).shape != shape:
+                raise ValueError(
+                    f"overlay {name} has shape {getattr(self, name).shape}, expected {shape}"
+                )
+        if self.originals.ndim != 4 or self.originals.shape[1:] != (h, w, 3):
+            raise ValueError(
+                f"overlay originals have shape {self.originals.shape}, expected (P, {h}, {w}, 3)"
+            )
+
+
+@dataclass(frozen=True)
+class BatchStamp:
+    """The part of an ``Overlay`` that one batch needs: which of its samples are stamped
+    after the augmentation, and their unstamped pixels."""
+
+    stamped: np.ndarray  # (B,) bool
+    originals: np.ndarray  # (stamped.sum(), H, W, 3) uint8
+    alpha: np.ndarray
+    pattern: np.ndarray
+
+
+@dataclass(frozen=True)
 class ImageSet:
     images: np.ndarray
     labels: np.ndarray
@@ -29,6 +68,7 @@ class ImageSet:
     poisoned: np.ndarray
     attack: np.ndarray
     class_names: tuple[str, ...] = field(default=())
+    overlay: Overlay | None = None  # a trigger stamped after the augmentation
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -49,6 +89,17 @@ class ImageSet:
                 raise ValueError(
                     f"{name} must lie in [0, {self.num_classes - 1}] for "
                     f"{self.num_classes} classes, got [{column.min()}, {column.max()}]"
+                )
+        if self.overlay is not None:
+            if self.overlay.alpha.shape[:2] != self.image_size:
+                raise ValueError(
+                    f"the overlay is {self.overlay.alpha.shape[:2]} px, the images "
+                    f"{self.image_size}"
+                )
+            if len(self.overlay.originals) != int(self.poisoned.sum()):
+                raise ValueError(
+                    f"the overlay keeps {len(self.overlay.originals)} unstamped images for "
+                    f"{int(self.poisoned.sum())} poisoned samples"
                 )
 
     @classmethod
@@ -76,6 +127,10 @@ class ImageSet:
 
     def subset(self, indices: np.ndarray) -> ImageSet:
         indices = np.asarray(indices)
+        overlay = None
+        if self.overlay is not None:
+            o = self.overlay
+            overlay = Overlay(o.alpha, o.pattern, o.originals[self._overlay_rows(indices)])
         return ImageSet(
             images=self.images[indices],
             labels=self.labels[indices],
@@ -83,7 +138,23 @@ class ImageSet:
             poisoned=self.poisoned[indices],
             attack=self.attack[indices],
             class_names=self.class_names,
+            overlay=overlay,
         )
+
+    def stamp_for(self, indices: np.ndarray) -> BatchStamp | None:
+        """What the augmented views of the samples at ``indices`` stamp after the
+        augmentation; None where the set's trigger is part of its stored images."""
+        if self.overlay is None:
+            return None
+        indices = np.asarray(indices)
+        o = self.overlay
+        stamped = self.poisoned[indices]
+        return BatchStamp(stamped, o.originals[self._overlay_rows(indices)], o.alpha, o.pattern)
+
+    def _overlay_rows(self, indices: np.ndarray) -> np.ndarray:
+        """Rows of ``overlay.originals`` of the poisoned samples among ``indices``."""
+        row = np.cumsum(self.poisoned) - 1
+        return row[indices[self.poisoned[indices]]]
 
     def to_npz_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -95,6 +166,15 @@ class ImageSet:
             poisoned=self.poisoned,
             attack=self.attack.astype(str),
             class_names=np.array(self.class_names, dtype=str),
+            **(
+                {}
+                if self.overlay is None
+                else {
+                    "overlay_alpha": self.overlay.alpha,
+                    "overlay_pattern": self.overlay.pattern,
+                    "overlay_originals": self.overlay.originals,
+                }
+            ),
         )
         return buffer.getvalue()
 
@@ -115,7 +195,23 @@ class ImageSet:
                 poisoned=archive["poisoned"].astype(bool),
                 attack=archive["attack"],
                 class_names=tuple(str(c) for c in archive["class_names"]),
+                overlay=_read_overlay(archive, path),
             )
 
 
+def _read_overlay(archive, path) -> Overlay | None:
+    present = [name for name in _OVERLAY if name in archive.files]
+    if not present:
+        return None
+    if len(present) != len(_OVERLAY):
+        missing = sorted(set(_OVERLAY) - set(present))
+        raise ValueError(f"{path} is not an image set: missing arrays {missing}")
+    return Overlay(
+        archive["overlay_alpha"].astype(np.float32),
+        archive["overlay_pattern"].astype(np.float32),
+        archive["overlay_originals"].astype(np.uint8),
+    )
+
+
 _FIELDS = ("images", "labels", "true_labels", "poisoned", "attack", "class_names")
+_OVERLAY = ("overlay_alpha", "overlay_pattern", "overlay_originals")

@@ -96,7 +96,7 @@ class TrainConfig:
                 f"unknown augment settings {unknown}; valid: {', '.join(sorted(valid))}"
             )
         augment = {k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}
-        ViewMaker(size=(8, 8), mean=(0, 0, 0), std=(1, 1, 1), **augment)
+        ViewMaker(size=(1024, 1024), mean=(0, 0, 0), std=(1, 1, 1), **augment)
         object.__setattr__(self, "augment", augment)
         return self
 
@@ -382,7 +382,7 @@ def fit(
             batch_images = images[idx].to(device)
             # every rank draws the whole batch's views (the same random numbers as one
             # process), then keeps its shard
-            batch_views = views(batch_images, objective.views, generator)
+            batch_views = views(batch_images, objective.views, generator, data.stamp_for(idx))
             mine = world.shard(len(idx)) if shardable else slice(0, len(idx))
             share = (mine.stop - mine.start) / len(idx) if shardable else 1 / world.size
             batch = Batch(

@@ -1,12 +1,16 @@
 """The three training views of docs/methods.md section 3, computed batch-wise on the device.
 
-Input: ``uint8`` images (B, H, W, 3) with the trigger already applied.  Output: normalised
-float tensors (B, 3, h, w) at the model's input size.
+Input: ``uint8`` images (B, H, W, 3) with the trigger applied (and, for a trigger stamped
+after the augmentation, the batch's ``BatchStamp``).  Output: normalised float tensors
+(B, 3, h, w) at the model's input size.
 
 - ``plain``: resize + normalise;
-- ``clean``: RandomResizedCrop (scale 0.75-1, ratio 3/4-4/3) and horizontal flip 0.5 as
-  one affine resampling, ColorJitter(0.4, 0.4, 0.2, 0.1) with p 0.8 (brightness, contrast,
-  saturation, hue in that order; hue as a rotation of the YIQ chroma plane), grayscale 0.2;
+- ``clean``: RandomResizedCrop (scale 0.75-1, ratio 3/4-4/3), a shift of up to
+  ``translate`` pixels (0 here; 4 with scale 1 is CIFAR's pad-4 random crop, zeros
+  shifted in) and horizontal flip 0.5 as one affine resampling, ColorJitter(0.4, 0.4,
+  0.2, 0.1) with p 0.8 (brightness, contrast, saturation, hue in that order; hue as a
+  rotation of the YIQ chroma plane), grayscale 0.2; a trigger stamped after the
+  augmentation (``data.imageset.Overlay``) is blended in last, at the view's size;
 - ``corrupted``: the clean view with random rectangles (sides up to 30% of H and W) filled
   with N(0, 1) noise or zeros, in normalised space, until a U(0.05, 0.3) share of the
   pixels is covered.
@@ -24,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ieu_potion.data.imageset import BatchStamp
+
 VIEWS = ("plain", "clean", "corrupted")
 
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
@@ -37,6 +43,7 @@ class ViewMaker:
     std: tuple[float, float, float]
     crop_scale: tuple[float, float] = (0.75, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    translate: int = 0  # pixels at the view's size, each way
     flip_p: float = 0.5
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     jitter_p: float = 0.8
@@ -48,6 +55,11 @@ class ViewMaker:
         low, high = self.crop_scale
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
+        if not isinstance(self.translate, int) or not 0 <= self.translate < min(self.size):
+            raise ValueError(
+                f"translate must be a whole number of pixels in [0, {min(self.size) - 1}], "
+                f"got {self.translate!r}"
+            )
         for name in ("flip_p", "jitter_p", "grayscale_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
@@ -56,17 +68,31 @@ class ViewMaker:
             raise ValueError(f"corrupt_cover must satisfy 0 <= low <= high < 1, got {low, high}")
 
     def __call__(
-        self, images: torch.Tensor, names: tuple[str, ...], generator: torch.Generator
+        self,
+        images: torch.Tensor,
+        names: tuple[str, ...],
+        generator: torch.Generator,
+        stamp: BatchStamp | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The views ``names`` of ``images``; ``stamp``: the batch's trigger to stamp after
+        the augmentation (the plain view keeps the stored, stamped images)."""
         unknown = set(names) - set(VIEWS)
         if unknown:
             raise ValueError(f"unknown views {sorted(unknown)}; valid: {', '.join(VIEWS)}")
-        x = images.permute(0, 3, 1, 2).float().div_(255.0)
+        x = _unit(images)
         out = {}
         if "plain" in names:
             out["plain"] = self.normalise(self.resize(x))
         if "clean" in names or "corrupted" in names:
-            clean = self.normalise(self.colour(self.crop(x, generator), generator))
+            stamped = None
+            if stamp is not None and stamp.stamped.any():
+                stamped = torch.from_numpy(stamp.stamped).to(x.device)
+                x = x.clone()
+                x[stamped] = _unit(torch.from_numpy(stamp.originals).to(x.device))
+            augmented = self.colour(self.crop(x, generator), generator)
+            if stamped is not None:
+                augmented[stamped] = self.stamp(augmented[stamped], stamp)
+            clean = self.normalise(augmented)
             if "clean" in names:
                 out["clean"] = clean
             if "corrupted" in names:
@@ -79,6 +105,16 @@ class ViewMaker:
         return F.interpolate(
             x, size=self.size, mode="bilinear", align_corners=False, antialias=True
         )
+
+    def stamp(self, x: torch.Tensor, stamp: BatchStamp) -> torch.Tensor:
+        """``(1 - alpha) x + alpha pattern`` with the overlay brought to the view's size
+        (nearest neighbour: a patch stays a patch)."""
+        alpha = torch.from_numpy(stamp.alpha).permute(2, 0, 1)[None].to(x.device)
+        pattern = torch.from_numpy(stamp.pattern).permute(2, 0, 1)[None].to(x.device)
+        if tuple(alpha.shape[-2:]) != self.size:
+            alpha = F.interpolate(alpha, size=self.size, mode="nearest")
+            pattern = F.interpolate(pattern, size=self.size, mode="nearest")
+        return (1 - alpha) * x + alpha * pattern
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
@@ -94,6 +130,10 @@ class ViewMaker:
         height = (area / ratio).sqrt().clamp(max=1.0)
         cx = _uniform(b, -1.0, 1.0, g) * (1 - width)
         cy = _uniform(b, -1.0, 1.0, g) * (1 - height)
+        if self.translate:  # whole pixels of the output, 2 / side in grid units
+            shift = torch.randint(-self.translate, self.translate + 1, (2, b), generator=g)
+            cx = cx + shift[0] * 2.0 / self.size[1]
+            cy = cy + shift[1] * 2.0 / self.size[0]
         flip = torch.where(torch.rand(b, generator=g) < self.flip_p, -1.0, 1.0)
         theta = torch.zeros(b, 2, 3)
         theta[:, 0, 0] = width * flip
@@ -102,9 +142,9 @@ class ViewMaker:
         theta[:, 1, 2] = cy
         theta = theta.to(x.device)
         grid = F.affine_grid(theta, [b, 3, *self.size], align_corners=False)
-        return F.grid_sample(
-            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
-        )
+        # a shift brings in zeros (a padded crop); otherwise the border is reflected
+        padding = "zeros" if self.translate else "reflection"
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding, align_corners=False)
 
     def colour(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b = x.shape[0]
@@ -156,6 +196,11 @@ class ViewMaker:
                 else:
                     pixels[i, :, rows, cols] = 0.0
         return out.to(x.device)
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) to float (B, 3, H, W) in [0, 1]."""
+    return images.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -89,7 +90,8 @@ def importances(
         chunk = slice(b * batch_size, (b + 1) * batch_size)
         # every rank draws every batch's views (one process's random numbers) and
         # differentiates every ranks.size-th batch; the ranks' sums are added below
-        x = views(images[chunk].to(device), ("clean",), generator)["clean"]
+        stamp = data.stamp_for(np.arange(len(data))[chunk])
+        x = views(images[chunk].to(device), ("clean",), generator, stamp)["clean"]
         if b % ranks.size != ranks.rank:
             continue
         with autocast(device):
