@@ -12,7 +12,14 @@ from ieu_potion.adapters.datasets import (
     TableDataset,
 )
 from ieu_potion.models import ModelSpec, build_model
-from ieu_potion.reporting.tables import current_rows, main_table, potion_table
+from ieu_potion.reporting.tables import (
+    current_rows,
+    main_table,
+    orderings,
+    potion_table,
+    published_potion,
+    reproduction_table,
+)
 from ieu_potion.results import RESULT_COLUMNS, RunKey, replicate_name, split_replicate
 
 
@@ -83,7 +90,7 @@ def test_main_table_gives_t_intervals_and_marks_overlapping_differences():
     assert list(table.index) == ["none", "ieu"]
 
 
-def test_potion_table_pools_seeds_and_shares_and_keeps_one_shot_and_realistic_apart():
+def potion_rows():
     rows = []
     for seed, shift in ((0, 0.0), (1, 0.1)):
         for share, healed, damage in (
@@ -97,17 +104,61 @@ def test_potion_table_pools_seeds_and_shares_and_keeps_one_shot_and_realistic_ap
             metrics["ptn_converged"] = 0.0 if gave_up else 1.0
             rows.append(key(seed).rows("xlf_ptn", metrics, share))
     rows.append(key().rows("none", {"clean_accuracy": 0.9}))
-    table = potion_table(pd.concat(rows)).set_index("method")
-    # healed over (seed, share): 0.6, 0.8, 0.7, 0.9 -> mean 0.75, s = 0.1291
+    return pd.concat(rows)
+
+
+def test_potion_table_averages_shares_per_seed_and_keeps_one_shot_and_realistic_apart():
+    table = potion_table(potion_rows()).set_index("method")
+    # per seed over the shares: 0.7 and 0.8 -> mean 0.75 over N = 2 seeds, s = 0.0707
     assert table.at["xlf_ptn", "healed"] == pytest.approx(0.75)
-    assert table.at["xlf_ptn", "healed ±95%"] == pytest.approx(3.182446 * 0.1290994 / 2, rel=1e-5)
-    assert table.at["xlf_ptn", "N (seeds x shares)"] == 4
-    assert (table.at["xlf_ptn", "seeds"], table.at["xlf_ptn", "shares"]) == (2, 2)
+    assert table.at["xlf_ptn", "healed ±95%"] == pytest.approx(
+        12.7062 * 0.0707107 / math.sqrt(2), rel=1e-4
+    )
+    assert table.at["xlf_ptn", "damage"] == pytest.approx(-2.0)
+    assert (table.at["xlf_ptn", "N (seeds)"], table.at["xlf_ptn", "shares"]) == (2, 2)
     assert table.at["xlf_ptn", "one-shot healed"] == pytest.approx(0.25)
     assert table.at["xlf_ptn", "realistic healed"] == pytest.approx(0.55), "realistic is apart"
     assert "none" not in table.index, "rows without a discovery share are not Potion results"
     # searches that stopped at a bound, over every share: both one-shot, one share_1
     assert (table.at["xlf_ptn", "PTN gave up"], table.at["xlf_ptn", "PTN searches"]) == (3, 8)
+
+
+def test_the_reproduction_table_sets_the_papers_values_beside_ours():
+    table = reproduction_table(potion_rows(), published_potion()).set_index("method")
+    assert table.at["xlf_ptn", "paper healed"] == pytest.approx(0.9372)
+    assert table.at["xlf_ptn", "paper damage"] == pytest.approx(-1.41)
+    assert table.at["xlf_ptn", "paper one-shot healed"] == pytest.approx(0.6801)
+    published = published_potion()
+    assert set(published.method) == {"none", "eu", "ssd", "ssd_ptn", "lf_ptn", "xlf_ptn"}
+    assert published.source.str.contains("Potion").all()
+
+
+def test_orderings_hold_only_where_the_intervals_over_seeds_are_apart():
+    def rows(method, healed, damage):
+        return [
+            key(seed).rows(method, {"poison_healed": h, "model_damage": d}, share)
+            for seed, (h, d) in enumerate(zip(healed, damage, strict=True))
+            for share in ("share_0.1", "share_1")
+        ]
+
+    frame = pd.concat(
+        rows("xlf_ptn", [0.90, 0.92, 0.91], [-1.0, -1.2, -0.8])
+        + rows("ssd_ptn", [0.60, 0.62, 0.61], [-5.0, -6.0, -4.0])
+        + rows("eu", [0.55, 0.70, 0.65], [0.0, 0.1, -0.1])
+        + rows("none", [0.70, 0.71, 0.69], [0.0, 0.0, 0.0])
+    )
+    verdicts = orderings(frame).set_index("paper's ordering").verdict.to_dict()
+    assert verdicts == {
+        "xlf_ptn > ssd_ptn": "holds",
+        "ssd_ptn > eu": "not resolved",
+        "eu > none": "not resolved",
+        "xlf_ptn ≥ ssd_ptn": "holds",
+        "xlf_ptn ≥ ssd": "not run",
+    }
+    flipped = frame.assign(
+        method=frame.method.map({"xlf_ptn": "ssd_ptn", "ssd_ptn": "xlf_ptn"}).fillna(frame.method)
+    )
+    assert orderings(flipped).verdict.iloc[0] == "reversed"
 
 
 def test_a_table_exists_only_when_every_file_does(tmp_path):

@@ -116,8 +116,8 @@ def test_gate_history_names_the_epoch_stage_two_kept():
 def test_healed_vs_share_and_damage_use_benchmark_shares_with_intervals(results):
     by_share = figures.healed_vs_share(results)
     assert (
-        "share of 0.1 of the poison discovered the most healed on average is xlf_ptn "
-        "(71.0 ± 12.7%)" in figures.reading(by_share)
+        "with a share of 0.1 of the poison discovered, xlf_ptn heals the most "
+        "(71.0 ± 12.7%);" in figures.reading(by_share)
     )
     scatter = figures.healed_vs_damage(results)
     xs = sorted(x for trace in scatter.data for x in trace.x)
@@ -125,6 +125,24 @@ def test_healed_vs_share_and_damage_use_benchmark_shares_with_intervals(results)
     assert "xlf_ptn heals the most poison (73.0 ± 4.1% at -6.0 ± 1.3 points" in (
         figures.reading(scatter)
     )
+
+
+def test_a_reading_says_when_the_most_healed_equals_doing_nothing():
+    """Every XLF+PTN search gave up: the model is the undefended one, and the reading must
+    not present its figure as repair."""
+    from ieu_potion.results import RunKey
+
+    rows = []
+    for seed in range(3):
+        key = RunKey("d", "badnets_white", "badnets_white", seed, "f")
+        for method in ("none", "xlf_ptn"):
+            metrics = {"poison_healed": 0.133 + seed / 100, "model_damage": 0.0}
+            if method == "xlf_ptn":
+                metrics["ptn_converged"] = 0.0
+            rows.append(key.rows(method, metrics, "share_0.1"))
+    text = figures.reading(figures.healed_vs_share(pd.concat(rows)))
+    assert "not resolved above doing nothing (none: 14.3 ± 2.5%" in text
+    assert "PTN gave up (model unchanged) in 3 of 3 xlf_ptn searches" in text
 
 
 def test_ptn_tradeoff_marks_the_chosen_step_of_every_seed(results):

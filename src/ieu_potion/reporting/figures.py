@@ -283,10 +283,13 @@ def potion_shares(results: pd.DataFrame) -> pd.DataFrame:
     frame = frame[frame.discovery_share.str.startswith("share_")]
     if frame.empty:
         return pd.DataFrame()
-    stats = aggregate(
-        frame, ["namespace", "method", "discovery_share"], ["poison_healed", "model_damage"]
-    )
+    by = ["namespace", "method", "discovery_share"]
+    stats = aggregate(frame, by, ["poison_healed", "model_damage"])
     stats["fraction"] = stats.discovery_share.map(share_fraction)
+    stats["gave_up"] = 0
+    if "ptn_converged" in frame:
+        gave_up = frame.assign(gave_up=frame.ptn_converged == 0).groupby(by).gave_up.sum()
+        stats["gave_up"] = [int(gave_up.get(tuple(k), 0)) for k in stats[by].values]
     return stats
 
 
@@ -320,21 +323,48 @@ def healed_vs_share(results: pd.DataFrame) -> go.Figure:
                 row=1,
                 col=col,
             )
-        low, high = part.fraction.min(), part.fraction.max()
-        best_low = part[part.fraction == low].sort_values("poison_healed").iloc[-1]
-        best_high = part[part.fraction == high].sort_values("poison_healed").iloc[-1]
         n = int(part.poison_healed_n.max())
+        said = [
+            most_healed(part[part.fraction == f])
+            for f in sorted({part.fraction.min(), part.fraction.max()})
+        ]
         sentences.append(
-            f"On {namespace} (N = {n} seed{'s' if n != 1 else ''}), with a share of {low:g} "
-            f"of the poison discovered the most healed on average is {best_low.method} "
-            f"({pct_ci(best_low, 'poison_healed')}); with a share of {high:g}, "
-            f"{best_high.method} ({pct_ci(best_high, 'poison_healed')})."
+            f"On {namespace} (N = {n} seed{'s' if n != 1 else ''}): {'; '.join(said)}."
         )
     figure.update_xaxes(title="discovered share", type="log")
     figure.update_yaxes(range=[0, 1.05], tickformat=".0%")
     figure.update_yaxes(title="poison healed", col=1)
     figure.update_layout(height=420)
     return with_reading(figure, title, " ".join(sentences))
+
+
+def most_healed(share: pd.DataFrame) -> str:
+    """What one share's rows (``potion_shares``) say: the method that heals the most, and
+    whether that is more than doing nothing (``none``'s interval) and which of its
+    searches gave up."""
+    best = share.sort_values("poison_healed", kind="stable").iloc[-1]
+    text = (
+        f"with a share of {best.fraction:g} of the poison discovered, {best.method} heals "
+        f"the most ({pct_ci(best, 'poison_healed')})"
+    )
+    none = share[share.method == "none"]
+    if best.method != "none" and len(none):
+        base = none.iloc[0]
+        side = overlap(
+            best.poison_healed, best.poison_healed_ci95, base.poison_healed, base.poison_healed_ci95
+        )
+        if best.poison_healed <= base.poison_healed or side != "apart":
+            text += (
+                f", not resolved above doing nothing (none: {pct_ci(base, 'poison_healed')}; "
+                "the intervals overlap or no interval exists)"
+            )
+    gave_up = share[share.gave_up > 0]
+    if len(gave_up):
+        text += "; PTN gave up (model unchanged) in " + ", ".join(
+            f"{int(r.gave_up)} of {int(r.poison_healed_n)} {r.method} searches"
+            for r in gave_up.itertuples()
+        )
+    return text
 
 
 def healed_vs_damage(results: pd.DataFrame) -> go.Figure:

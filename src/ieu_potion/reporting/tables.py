@@ -3,8 +3,10 @@ every number a mean with its 95% interval and N (``reporting.stats``)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+from importlib import resources
 
 import pandas as pd
 
@@ -113,38 +115,62 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
     return sort_methods(table).reset_index(drop=True)
 
 
+POTION_METRICS = ["poison_healed", "model_damage"]
+
+
+def share_averages(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (namespace, attack, method, seed): poison healed and model damage averaged over
+    the benchmark shares (``share_*``) the method ran on, ``shares`` their number, and
+    ``gave_up`` the PTN searches among them that stopped at a bound (NaN for other
+    methods).  Shares are nested subsets of one model's poison, not repetitions, so
+    intervals are taken over these per-seed averages, never over shares."""
+    frame = per_seed(rows, shares=True)
+    by = ["namespace", "attack", "method", "seed"]
+    if frame.empty or "poison_healed" not in frame:
+        return pd.DataFrame(columns=[*by, *POTION_METRICS, "shares", "gave_up"])
+    frame = frame[frame.discovery_share.str.startswith("share_")]
+    grouped = frame.groupby(by)
+    out = grouped[[c for c in POTION_METRICS if c in frame]].mean()
+    out["shares"] = grouped.discovery_share.nunique()
+    out["gave_up"] = math.nan
+    if "ptn_converged" in frame:
+        gave_up = grouped.ptn_converged.agg(
+            lambda c: float((c == 0).sum()) if c.notna().any() else math.nan
+        )
+        out["gave_up"] = gave_up
+    return out.reset_index()
+
+
 def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The Potion paper's Table 1: per attack namespace and method, poison healed and model
-    damage as mean and 95% interval over every (seed, benchmark share) pair, with N the
-    number of pairs; the one-shot set and realistic discovery (IEU's gate) in columns of
-    their own, over seeds (NaN where a method did not run on them).  For PTN methods,
-    ``PTN gave up`` counts the searches (every share, one-shot and realistic included)
-    that stopped at a bound without reaching rho a_0 and so left the model unchanged."""
+    damage averaged over the benchmark shares, as mean and 95% interval over seeds (N
+    seeds; ``shares`` says how many shares each seed's average covers); the one-shot set
+    and realistic discovery (IEU's gate) in columns of their own, over seeds (NaN where a
+    method did not run on them).  For PTN methods, ``PTN gave up`` counts the searches
+    (every share, one-shot and realistic included) that stopped at a bound without
+    reaching rho a_0 and so left the model unchanged: such a search counts in the
+    averages as the unchanged model it returns (healed as none, damage 0)."""
     frame = per_seed(rows, shares=True)
-    columns = ["poison_healed", "model_damage"]
     if frame.empty or "poison_healed" not in frame:
         return pd.DataFrame({"namespace": []})
     by = ["namespace", "attack", "method"]
-    shares = frame[frame.discovery_share.str.startswith("share_")]
-    table = aggregate(shares, by, columns).rename(
+    means = share_averages(rows)
+    table = aggregate(means, by, POTION_METRICS).rename(
         columns={
             "poison_healed": "healed",
             "poison_healed_ci95": "healed ±95%",
             "model_damage": "damage",
             "model_damage_ci95": "damage ±95%",
-            "poison_healed_n": "N (seeds x shares)",
+            "poison_healed_n": "N (seeds)",
         }
     )
     table = table.drop(columns=["model_damage_n"], errors="ignore")
-    if not shares.empty:
-        counts = shares.groupby(by).agg(
-            seeds=("seed", "nunique"), shares=("discovery_share", "nunique")
-        )
-        table = table.merge(counts.reset_index(), on=by, how="left")
-    first = [*by, "N (seeds x shares)", "seeds", "shares"]
+    if not means.empty:
+        table = table.merge(means.groupby(by).shares.max().reset_index(), on=by, how="left")
+    first = [*by, "N (seeds)", "shares"]
     table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
     for share, prefix in ((ONE_SHOT, "one-shot"), (REALISTIC, "realistic")):
-        apart = aggregate(frame[frame.discovery_share == share], by, columns)
+        apart = aggregate(frame[frame.discovery_share == share], by, POTION_METRICS)
         if apart.empty:
             continue
         apart = apart.rename(
@@ -167,6 +193,81 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
         c for c in table if c.startswith(("N", "PTN")) or " N " in c or c in ("seeds", "shares")
     ]
     return table.astype({c: "Int64" for c in counts}).reset_index(drop=True)
+
+
+PUBLISHED = "published/potion_table1.csv"
+
+
+def published_potion() -> pd.DataFrame:
+    """The Potion paper's Table 1 (CIFAR-10) as shipped in ``reporting/published``."""
+    text = resources.files("ieu_potion.reporting").joinpath(PUBLISHED).read_text("utf-8")
+    return pd.read_csv(io.StringIO(text))
+
+
+def paper_method(method: str) -> str:
+    """The row of the paper's table a method of ours stands beside (every SSD alpha
+    beside the paper's SSD)."""
+    return "ssd" if method.startswith("ssd_alpha_") else method
+
+
+def reproduction_table(rows: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """``potion_table`` with the paper's published values beside each method: healed and
+    damage averaged over shares 10%-100% and the one-shot ones (``paper ...`` columns;
+    blank where the paper has no such method)."""
+    table = potion_table(rows)
+    if table.empty:
+        return table
+    keys = table.method.map(paper_method)
+    for discovery, prefix in (("shares_0.1_to_1", "paper"), (ONE_SHOT, "paper one-shot")):
+        part = published[published.discovery == discovery].set_index("method")
+        table[f"{prefix} healed"] = keys.map(part.poison_healed)
+        table[f"{prefix} damage"] = keys.map(part.model_damage)
+    return table
+
+
+# The paper's orderings (Table 1): (metric, better method, worse method).
+PAPER_ORDERINGS = (
+    ("poison_healed", "xlf_ptn", "ssd_ptn"),
+    ("poison_healed", "ssd_ptn", "eu"),
+    ("poison_healed", "eu", "none"),
+    ("model_damage", "xlf_ptn", "ssd_ptn"),
+    ("model_damage", "xlf_ptn", "ssd"),
+)
+
+
+def orderings(rows: pd.DataFrame) -> pd.DataFrame:
+    """Whether each of the paper's orderings holds per namespace, on the per-seed averages
+    over shares: ``holds`` (the intervals are apart in the paper's direction),
+    ``reversed`` (apart the other way), ``not resolved`` (they overlap, or N = 1 gives no
+    interval: ``ours`` shows the means), ``not run`` (a method is missing).  ``ssd`` is
+    every SSD alpha of the run, each checked."""
+    means = share_averages(rows)
+    stats = aggregate(means, ["namespace", "method"], POTION_METRICS)
+    out = []
+    for namespace, part in stats.groupby("namespace"):
+        part = part.set_index("method")
+        for metric, better, worse in PAPER_ORDERINGS:
+            worse_methods = (
+                sorted(m for m in part.index if m.startswith("ssd_alpha_"))
+                if worse == "ssd"
+                else [worse]
+            ) or [worse]
+            for other in worse_methods:
+                claim = f"{better} {'>' if metric == 'poison_healed' else '≥'} {other}"
+                what = "healed" if metric == "poison_healed" else "damage"
+                if better not in part.index or other not in part.index:
+                    out.append((namespace, what, claim, "", "not run"))
+                    continue
+                a, b = part.loc[better], part.loc[other]
+                scale, unit = (100, "%") if metric == "poison_healed" else (1, " pp")
+                ours = f"{scale * a[metric]:.1f}{unit} vs {scale * b[metric]:.1f}{unit}"
+                side = overlap(a[metric], a[f"{metric}_ci95"], b[metric], b[f"{metric}_ci95"])
+                if side == "apart":
+                    verdict = "holds" if a[metric] > b[metric] else "reversed"
+                else:
+                    verdict = "not resolved"
+                out.append((namespace, what, claim, ours, verdict))
+    return pd.DataFrame(out, columns=["namespace", "metric", "paper's ordering", "ours", "verdict"])
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:

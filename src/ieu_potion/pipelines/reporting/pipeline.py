@@ -91,7 +91,7 @@ def create_pipeline(params: dict[str, Any], upstream: Pipeline) -> Pipeline:
             node(
                 nodes.summary_tables,
                 "results_long",
-                ["main_table", "potion_table"],
+                ["main_table", "potion_table", "potion_reproduction", "potion_orderings"],
                 name="summary_tables",
             ),
             node(figures.ca_asr, "results_long", "ca_asr_figure", name="ca_asr_figure"),
@@ -133,6 +133,8 @@ def create_pipeline(params: dict[str, Any], upstream: Pipeline) -> Pipeline:
                     "results_long",
                     "main_table",
                     "potion_table",
+                    "potion_reproduction",
+                    "potion_orderings",
                     *(f"{name}_figure" for name in FIGURES),
                     *galleries.values(),
                 ],
