@@ -12,6 +12,7 @@ from ieu_potion.adapters.datasets import (
     TableDataset,
 )
 from ieu_potion.models import ModelSpec, build_model
+from ieu_potion.reporting.stats import aggregate
 from ieu_potion.reporting.tables import (
     current_rows,
     main_table,
@@ -105,6 +106,19 @@ def potion_rows():
             rows.append(key(seed).rows("xlf_ptn", metrics, share))
     rows.append(key().rows("none", {"clean_accuracy": 0.9}))
     return pd.concat(rows)
+
+
+def test_a_value_that_is_not_finite_is_counted_and_said_not_dropped_silently():
+    rows = pd.concat(
+        key(seed).rows(m, {"clean_accuracy": ca, "attack_success_rate": 0.5})
+        for seed, ca in enumerate([0.8, math.nan, 0.9])
+        for m in ("none", "ibau")
+    )
+    table = main_table(rows).set_index("method")
+    assert table.at["ibau", "N"] == 2
+    assert table.at["ibau", "note"] == "1 seed without a finite value, left out of N"
+    stats = aggregate(pd.DataFrame({"g": ["a"] * 3, "v": [1.0, math.inf, 2.0]}), ["g"], ["v"])
+    assert (stats.v_n[0], stats.v_left_out[0], stats.v[0]) == (2, 1, 1.5)
 
 
 def test_potion_table_averages_shares_per_seed_and_keeps_one_shot_and_realistic_apart():

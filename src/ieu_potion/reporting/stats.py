@@ -16,7 +16,8 @@ LEVEL = 0.95
 
 
 def interval(values) -> tuple[float, float, int]:
-    """(mean, half-width of the 95% interval, n) over the finite ``values``."""
+    """(mean, half-width of the 95% interval, n) over the finite ``values`` (``aggregate``
+    counts the others)."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     n = len(v)
@@ -30,20 +31,29 @@ def interval(values) -> tuple[float, float, int]:
     return float(v.mean()), float(half), n
 
 
+SUFFIXES = ("", "_ci95", "_n", "_left_out")
+
+
 def aggregate(frame: pd.DataFrame, by: list[str], columns: list[str]) -> pd.DataFrame:
-    """Per group of ``by``: ``<col>`` (mean), ``<col>_ci95`` (half-width) and ``<col>_n``
-    for every column of ``columns`` present in ``frame``."""
+    """Per group of ``by``: ``<col>`` (mean), ``<col>_ci95`` (half-width), ``<col>_n`` and
+    ``<col>_left_out`` (rows of the group whose value is NaN or infinite: not in the mean,
+    and counted so that a table can say so) for every column of ``columns`` in ``frame``."""
     present = [c for c in columns if c in frame]
     rows = []
     for group, part in frame.groupby(by, sort=True, dropna=False):
         row = dict(zip(by, group if isinstance(group, tuple) else (group,), strict=True))
         for column in present:
             mean, half, n = interval(part[column])
-            row.update({column: mean, f"{column}_ci95": half, f"{column}_n": n})
+            row.update(
+                {
+                    column: mean,
+                    f"{column}_ci95": half,
+                    f"{column}_n": n,
+                    f"{column}_left_out": len(part) - n,
+                }
+            )
         rows.append(row)
-    return pd.DataFrame(
-        rows, columns=by + [f"{c}{s}" for c in present for s in ("", "_ci95", "_n")]
-    )
+    return pd.DataFrame(rows, columns=by + [f"{c}{s}" for c in present for s in SUFFIXES])
 
 
 def overlap(mean_a: float, half_a: float, mean_b: float, half_b: float) -> str:

@@ -106,13 +106,25 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
             )
             for _, row in table.iterrows()
         ]
-    table["note"] = ""
+    left_out = stats[[f"{m}_left_out" for m in metrics if f"{m}_left_out" in stats]].max(axis=1)
+    table["note"] = [
+        f"{int(k)} seed{'s' if k != 1 else ''} without a finite value, left out of N" if k else ""
+        for k in left_out
+    ]
     if "not_applicable" in frame:
         skipped = frame.groupby(["namespace", "method"]).not_applicable.max() == 1
         for namespace, method in skipped[skipped].index:
             rows = (table.namespace == namespace) & (table.method == method)
             table.loc[rows, "note"] = "not applicable to this robust module"
     return sort_methods(table).reset_index(drop=True)
+
+
+def without_left_out(stats: pd.DataFrame, column: str = "left out") -> pd.DataFrame:
+    """``stats`` (from ``aggregate``) with its ``*_left_out`` counts folded into one
+    ``column``: the most rows any metric of a group left out for lack of a finite value."""
+    counts = [c for c in stats if c.endswith("_left_out")]
+    stats = stats.assign(**{column: stats[counts].max(axis=1) if counts else 0})
+    return stats.drop(columns=counts)
 
 
 POTION_METRICS = ["poison_healed", "model_damage"]
@@ -155,7 +167,7 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"namespace": []})
     by = ["namespace", "attack", "method"]
     means = share_averages(rows)
-    table = aggregate(means, by, POTION_METRICS).rename(
+    table = without_left_out(aggregate(means, by, POTION_METRICS)).rename(
         columns={
             "poison_healed": "healed",
             "poison_healed_ci95": "healed ±95%",
@@ -173,15 +185,19 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
         apart = aggregate(frame[frame.discovery_share == share], by, POTION_METRICS)
         if apart.empty:
             continue
-        apart = apart.rename(
-            columns={
-                "poison_healed": f"{prefix} healed",
-                "poison_healed_ci95": f"{prefix} healed ±95%",
-                "model_damage": f"{prefix} damage",
-                "model_damage_ci95": f"{prefix} damage ±95%",
-                "poison_healed_n": f"{prefix} N (seeds)",
-            }
-        ).drop(columns=["model_damage_n"], errors="ignore")
+        apart = (
+            without_left_out(apart, f"{prefix} left out")
+            .rename(
+                columns={
+                    "poison_healed": f"{prefix} healed",
+                    "poison_healed_ci95": f"{prefix} healed ±95%",
+                    "model_damage": f"{prefix} damage",
+                    "model_damage_ci95": f"{prefix} damage ±95%",
+                    "poison_healed_n": f"{prefix} N (seeds)",
+                }
+            )
+            .drop(columns=["model_damage_n"], errors="ignore")
+        )
         table = table.merge(apart, on=by, how="outer") if len(table) else apart
     if "ptn_converged" in frame:
         searches = frame.dropna(subset=["ptn_converged"]).groupby(by).ptn_converged
@@ -190,7 +206,12 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
         )
         table = table.merge(ptn.reset_index(), on=by, how="left")
     counts = [
-        c for c in table if c.startswith(("N", "PTN")) or " N " in c or c in ("seeds", "shares")
+        c
+        for c in table
+        if c.startswith(("N", "PTN"))
+        or " N " in c
+        or c in ("seeds", "shares")
+        or c.endswith("left out")
     ]
     return table.astype({c: "Int64" for c in counts}).reset_index(drop=True)
 
