@@ -21,6 +21,8 @@ MADE_BY_THE_USER = {
     "conf/local/parameters.yml",
     "src/ieu_potion/defences/label_smoothing.py",
     "src/ieu_potion/defences/loss_filter.py",
+    "src/ieu_potion/attacks/frame.py",
+    "src/ieu_potion/adapters/arrays_source.py",
 }
 
 

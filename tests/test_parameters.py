@@ -271,7 +271,7 @@ CASES = [
     ),
     pytest.param(
         [("blended.attack.name", "blend")],
-        ["blended.attack.name", "'badnets_white'", "'issba'", "got 'blend'"],
+        ["blended.attack.name", "unknown attack 'blend'", "'badnets_white'", "'issba'"],
         marks=bad_input("an unknown attack name", "ParameterError listing the 15 attacks"),
     ),
     pytest.param(

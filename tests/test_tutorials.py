@@ -86,3 +86,81 @@ def test_add_a_defence(tmp_path):
     assert len(flags) == max(1, int(0.1 * len(train.load())))  # the default share, 0.1
     rows = pd.read_parquet(run / "results_loss_filter.parquet")
     assert "isolation_precision" in set(rows.metric)
+
+
+# Two runs of the data_poisoning pipeline with the new attack and the new source: as the
+# tutorials say, then with a trigger setting out of its range.
+POISON = """
+import importlib, json, sys
+from pathlib import Path
+from kedro.framework.cli.cli import KedroCLI
+
+sys.path.insert(0, sys.argv[1])
+for name in json.loads(sys.argv[2]):
+    importlib.import_module(name)
+codes = []
+for extra in ([], ["--params", "frame.attack.settings.weight=1.5"]):
+    try:
+        KedroCLI(Path.cwd()).main(
+            args=["run", "--env", "tiny", "--pipelines", "data_poisoning", *extra],
+            prog_name="kedro",
+        )
+    except SystemExit as exc:
+        codes.append(exc.code)
+print("CODES", json.dumps(codes))
+"""
+
+
+@pytest.mark.slow
+def test_add_an_attack_and_add_a_data_set(tmp_path):
+    import numpy as np
+
+    from ieu_potion.data import ImageSet
+
+    modules = []
+    for page in ("add_an_attack.md", "add_a_data_set.md"):
+        modules += MODULE.findall((ROOT / "docs" / "tutorials" / page).read_text())
+    assert [name for name, _ in modules] == ["frame", "arrays_source"]
+    package = tmp_path / "tutorial"
+    package.mkdir()
+    for name, code in modules:
+        (package / f"{name}.py").write_text(code)
+    (tmp_path / "project").mkdir()
+    project = with_tiny_env(scratch_project(tmp_path / "project"))
+    rng = np.random.default_rng(0)
+    labels = {"train": np.arange(80) % 4, "test": np.arange(24) % 4}
+    np.savez(
+        project / "arrays.npz",
+        **{
+            f"x_{s}": rng.integers(0, 256, (len(y), 16, 16, 3), dtype=np.uint8)
+            for s, y in labels.items()
+        },
+        **{f"y_{s}": y for s, y in labels.items()},
+        class_names=np.array(["a", "b", "c", "d"]),
+    )
+    (project / "conf" / "tiny" / "catalog.yml").write_text(
+        "source_images:\n  type: arrays_source.ArraysSource\n  filepath: arrays.npz\n"
+    )
+    parameters = project / "conf" / "tiny" / "parameters.yml"
+    parameters.write_text(
+        parameters.read_text().replace(
+            "  attacks: [badnets_white]\n  discovery",
+            "  attacks: [badnets_white, frame]\n  discovery",
+        )
+        + "frame:\n  attack: {name: frame, target_class: 1, rate: 0.1, seed: 0, stamp: after,\n"
+        "           settings: {border: 1, weight: 0.6}}\n"
+    )
+    names = json.dumps([n for n, _ in modules])
+    result = python_in(project, "-c", POISON, str(package), names, env=ONE_THREAD)
+    out = result.stdout + result.stderr
+    codes = json.loads(out.split("CODES", 1)[1].split("\n", 1)[0])
+    assert codes == [0, 1], out[-3000:]
+    assert "frame.attack: weight must lie in (0, 1], got 1.5" in " ".join(out.split())
+
+    poisoned = ImageSet.load(project / "data/03_primary/frame/seed_0/poisoned_train.npz")
+    assert poisoned.class_names == ("a", "b", "c", "d")
+    rows = np.flatnonzero(poisoned.poisoned)
+    assert len(rows) == round(0.1 * len(poisoned)) and (poisoned.labels[rows] == 1).all()
+    # the frame is in the stored images, the originals are kept for the augmented views
+    assert (poisoned.images[rows][:, 0, :, 0] >= 0.6 * 255 - 1).all()
+    assert len(poisoned.overlay.originals) == len(rows)

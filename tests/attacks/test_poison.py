@@ -109,7 +109,10 @@ def test_triggered_test_keeps_true_labels_and_drops_target_class(small_set):
             {"name": "badnets_white", "target_class": -1},
             "attack.target_class: .* greater than or equal to 0",
         ),
-        ({"name": "nope"}, "attack.name: Input should be 'badnets_white', .*, got 'nope'"),
+        (
+            {"name": "nope"},
+            "attack.name: .*unknown attack 'nope'; valid attacks: 'badnets_white', .*'issba'",
+        ),
         ({"rate": 0.1}, "attack.name: Field required"),
         (
             {"name": "blended", "blend": 0.2},

@@ -13,11 +13,19 @@ from dataclasses import field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from ieu_potion.attacks.stega import StegaCodec
 from ieu_potion.attacks.triggers import TRIGGERS, Trigger, make_trigger
-from ieu_potion.config import Count, Fraction, Natural, Share, settings, settings_from_params
+from ieu_potion.config import (
+    Count,
+    Fraction,
+    Natural,
+    Share,
+    Text,
+    settings,
+    settings_from_params,
+)
 from ieu_potion.data.imageset import ImageSet, Overlay
 from ieu_potion.results import ONE_SHOT
 
@@ -30,7 +38,7 @@ DEFAULT_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 class AttackConfig:
     """``<namespace>.attack``: which trigger, towards which class, on how many samples."""
 
-    name: Literal[tuple(TRIGGERS)]  # the trigger (docs/attacks.md)
+    name: Text  # a registered trigger: docs/attacks.md, or your own (docs/tutorials)
     target_class: Natural = 1  # the label poisoned samples carry
     rate: Fraction | None = 0.1  # share of the finetuning set
     count: Count | None = None  # absolute number of poisoned samples
@@ -39,6 +47,16 @@ class AttackConfig:
     settings: dict[str, Any] = field(default_factory=dict)  # the trigger's (docs/attacks.md)
     # before | after the training augmentation; null: the attack's own (docs/attacks.md)
     stamp: Literal["before", "after"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        """Checked against the registry at validation time, not import time, so that an
+        attack registered by a module of the user's own counts (docs/tutorials)."""
+        if value not in TRIGGERS:
+            valid = ", ".join(repr(n) for n in TRIGGERS)
+            raise ValueError(f"unknown attack {value!r}; valid attacks: {valid}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> AttackConfig:
