@@ -24,7 +24,7 @@ import torch
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.registry import DEFENCES, Task, run_defence
 from ieu_potion.models import ModelSpec, build_model
-from ieu_potion.training.engine import TrainConfig
+from ieu_potion.training.engine import FinetuneConfig
 
 
 def random_set(n: int, rng: np.random.Generator, poisoned: int = 0) -> ImageSet:
@@ -52,7 +52,7 @@ def main() -> None:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = build_model(spec).to(device)
-    recipe = TrainConfig(epochs=1, batch_size=64, lr=1e-4, device=device)
+    recipe = FinetuneConfig(epochs=1, batch_size=64, lr=1e-4, device=device)
     task = Task(
         model,
         random_set(images, rng, poisoned=images // 10),

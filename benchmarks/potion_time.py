@@ -22,8 +22,7 @@ from kedro.io import DataCatalog
 
 from ieu_potion.adapters.config_loader import project_config
 from ieu_potion.defences.registry import Task
-from ieu_potion.defences.undefended import FINETUNE_VIEWS
-from ieu_potion.training.engine import CrossEntropy, TrainConfig
+from ieu_potion.training.engine import CrossEntropy, FinetuneConfig
 from ieu_potion.unlearning.importance import flat_parameters, importances
 from ieu_potion.unlearning.potion import Evaluator, PotionConfig
 from ieu_potion.unlearning.ptn import ptn_search
@@ -53,7 +52,7 @@ def main() -> None:
         train,
         clean,
         triggered,
-        TrainConfig.from_params(params["finetune"]),
+        FinetuneConfig.from_params(params["finetune"]),
         attack["target_class"],
     )
     views = task.views(model)
@@ -84,7 +83,7 @@ def main() -> None:
     metrics = evaluator.metrics(result.parameters)
 
     start = time.perf_counter()
-    _, history = task.finetune(CrossEntropy(FINETUNE_VIEWS), "eu", data=retain)
+    _, history = task.finetune(CrossEntropy(task.recipe.views), "eu", data=retain)
     history = history.table()
     t_eu = time.perf_counter() - start
 

@@ -49,7 +49,18 @@ than the blocks below are attack namespaces (a mapping with an `attack` block, s
 
 def _comments(cls: type) -> dict[str, str]:
     """The comment beside each field of ``cls``'s source, or the comment lines just
-    above it (the house style of the settings classes)."""
+    above it (the house style of the settings classes); fields a base class declares
+    keep its comments."""
+    found: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):
+        if base is not object:
+            found.update(_own_comments(base))
+    found.update(_own_comments(cls))
+    return found
+
+
+def _own_comments(cls: type) -> dict[str, str]:
+    """The comments of the fields ``cls``'s own source declares."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):

@@ -45,7 +45,7 @@ from ieu_potion.defences.ieu import IEUSettings
 from ieu_potion.defences.registry import DEFENCES, TrustedSettings, baseline_methods
 from ieu_potion.models.factory import vit_depth
 from ieu_potion.results import ONE_SHOT
-from ieu_potion.training.engine import TrainConfig
+from ieu_potion.training.engine import FinetuneConfig
 from ieu_potion.training.setup import ModelBlock
 from ieu_potion.unlearning.potion import PotionConfig, with_own_settings
 
@@ -173,7 +173,7 @@ class Parameters(Block):
         False, description="train data-parallel over the ranks torchrun starts"
     )
     model: ModelBlock
-    finetune: TrainConfig
+    finetune: FinetuneConfig
     data_split: SplitParams
     data_poisoning: DataPoisoningParams
     ieu_finetune: PipelineParams = Field(default_factory=PipelineParams)

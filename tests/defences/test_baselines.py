@@ -31,7 +31,7 @@ from ieu_potion.defences.registry import (
     run_stage,
 )
 from ieu_potion.models import ModelSpec, build_model
-from ieu_potion.training.engine import TrainConfig, batch_starts
+from ieu_potion.training.engine import FinetuneConfig, batch_starts
 from ieu_potion.training.setup import ModelBlock
 
 
@@ -181,7 +181,7 @@ def tiny_task(model, size=16, **optional):
         data = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
         return ImageSet.clean(data, rng.integers(0, 4, n), list("abcd"))
 
-    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3)
+    config = FinetuneConfig(epochs=1, batch_size=16, lr=1e-3)
     return Task(model, images(33), images(10), images(10), config, 1, model, images(20), **optional)
 
 

@@ -29,7 +29,6 @@ from pydantic import Field, Strict
 from ieu_potion.config import Count, Fraction, Natural, Positive, settings
 from ieu_potion.defences.ieu import gate_scores
 from ieu_potion.defences.registry import Outcome, Task, register_defence
-from ieu_potion.defences.undefended import FINETUNE_VIEWS
 from ieu_potion.results import final_metrics
 from ieu_potion.training.engine import CrossEntropy, predict
 
@@ -122,7 +121,7 @@ def abl(task: Task, settings: ABLSettings) -> Outcome:
         recall,
     )
     model, second = task.finetune(
-        CrossEntropy(FINETUNE_VIEWS),
+        CrossEntropy(task.recipe.views),
         "abl finetune",
         data=task.train.subset(np.flatnonzero(~flags)),
         start=model,

@@ -41,7 +41,7 @@ from ieu_potion.attacks.poison import AttackConfig
 from ieu_potion.config import Natural, Share, settings, settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import RunKey
-from ieu_potion.training.engine import History, Objective, TrainConfig, fit
+from ieu_potion.training.engine import FinetuneConfig, History, Objective, TrainConfig, fit
 from ieu_potion.training.setup import ModelBlock, evaluator, view_maker
 from ieu_potion.training.views import ViewMaker
 
@@ -61,7 +61,7 @@ class Task:
     train: ImageSet
     clean_test: ImageSet
     triggered_test: ImageSet
-    recipe: TrainConfig
+    recipe: FinetuneConfig
     target_class: int
     undefended: nn.Module | None = None
     trusted: ImageSet | None = None
@@ -82,7 +82,7 @@ class Task:
         **optional: Any,
     ) -> Task:
         """The task of one run from its node inputs: the recipe with the run's seed."""
-        recipe = key.replicate(TrainConfig.from_params(finetune_params))
+        recipe = key.replicate(FinetuneConfig.from_params(finetune_params))
         target = AttackConfig.from_params(attack).target_class
         return cls(
             backbone, train, clean_test, triggered_test, recipe, target, **optional, seed=key.seed

@@ -7,8 +7,6 @@ from ieu_potion.defences.registry import Outcome, Task, register_defence
 from ieu_potion.results import final_metrics
 from ieu_potion.training.engine import CrossEntropy
 
-FINETUNE_VIEWS = ("clean", "corrupted")
-
 
 @settings
 class NoSettings:
@@ -17,7 +15,7 @@ class NoSettings:
 
 @register_defence("none", NoSettings)
 def undefended(task: Task, settings: NoSettings) -> Outcome:
-    """No defence: plain cross-entropy on the clean and corrupted crops, IEU's schedule."""
-    model, history = task.finetune(CrossEntropy(FINETUNE_VIEWS), "none")
+    """No defence: plain cross-entropy on the recipe's views (``finetune.views``)."""
+    model, history = task.finetune(CrossEntropy(task.recipe.views), "none")
     table = history.table()
     return Outcome(model, table, final_metrics(table, history.seconds))

@@ -37,7 +37,7 @@ from ieu_potion.config import (
 )
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.training import distributed
-from ieu_potion.training.views import ViewMaker
+from ieu_potion.training.views import VIEWS, ViewMaker
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,16 @@ class TrainConfig:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+@settings
+class FinetuneConfig(TrainConfig):
+    """``finetune``: the recipe of the undefended model, which EU's retraining and ABL's
+    training on the rest repeat and whose schedule IEU's stage 2 follows, with the views
+    the undefended model is trained on (IEU's stage 2 chooses its own)."""
+
+    # IEU's paper: clean and corrupted crops; the Potion benchmark: the clean crop alone
+    views: Annotated[tuple[Literal[VIEWS], ...], Field(min_length=1)] = ("clean", "corrupted")
 
 
 class Schedule:

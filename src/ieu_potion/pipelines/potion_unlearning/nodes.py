@@ -9,7 +9,6 @@ from torch import nn
 
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.registry import Task
-from ieu_potion.defences.undefended import FINETUNE_VIEWS
 from ieu_potion.reporting.tables import potion_table
 from ieu_potion.results import RunKey
 from ieu_potion.training.engine import CrossEntropy
@@ -62,7 +61,7 @@ def unlearn_poison(
     evaluator = Evaluator(poisoned_model, views, clean_test, triggered_test, task.target_class)
 
     def retrain(retain: ImageSet) -> dict[str, float]:
-        _, history = task.finetune(CrossEntropy(FINETUNE_VIEWS), "eu", data=retain)
+        _, history = task.finetune(CrossEntropy(task.recipe.views), "eu", data=retain)
         last = history.epochs[-1]
         return {k: last[k] for k in ("clean_accuracy", "attack_success_rate", "poison_healed")}
 
