@@ -603,6 +603,43 @@ def test_potion_unlearning_end_to_end(tiny_run):
     assert (none_rows.value == 0).all()
 
 
+@pytest.mark.slow
+def test_the_potion_paper_environment_end_to_end_shrunk(project):
+    """The shipped potion_paper environment, shrunk (one digit copy at 16 px, one poison
+    level, one epoch, two shares): a model from random weights on the whole training set,
+    the patch stamped after the augmentation, EU retraining from scratch, and the report's
+    reproduction table beside the paper's values."""
+    import pandas as pd
+
+    from ieu_potion.data import ImageSet
+
+    env = project / "conf" / "potion_paper"
+    (env / "globals.yml").write_text(
+        "data_root: data/potion_paper\nattacks: [paper_1]\npotion_attacks: [paper_1]\n"
+        "defences: [none]\ndigit_copies: 1\n"
+    )
+    shrink = (
+        "finetune.epochs=1,potion.shares=[share_0.5],potion.ptn.max_steps=4,"
+        "potion.ssd_alphas=[10],seeds=1,paper_1.attack.rate=0.05"
+    )
+    result = kedro(project, "--env", "potion_paper", "--params", shrink, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = " ".join((result.stdout + result.stderr).split())
+    assert "stamped after the augmentation" in log
+    assert "trusted_set" not in log, "no pretraining split, no I-BAU: no trusted set"
+    data = project / "data" / "potion_paper"
+    train = ImageSet.load(data / "03_primary/paper_1/seed_0/poisoned_train.npz")
+    assert train.overlay is not None and len(train.overlay.originals) == train.poisoned.sum()
+    assert len(ImageSet.load(data / "02_intermediate/pretrain_images.npz")) == 0
+    reproduction = pd.read_csv(data / "08_reporting/tables/potion_reproduction.csv")
+    xlf = reproduction.set_index("method").loc["xlf_ptn"]
+    assert xlf["paper healed"] == pytest.approx(0.9372) and xlf["N (seeds)"] == 1
+    orderings = pd.read_csv(data / "08_reporting/tables/potion_orderings.csv")
+    assert "xlf_ptn > ssd_ptn" in set(orderings["paper's ordering"])
+    report = (data / "08_reporting/report.html").read_text()
+    assert "Potion reproduction" in report and "orderings" in report
+
+
 def test_realistic_potion_reads_the_gate_not_the_ground_truth(tiny_project):
     import numpy as np
 
