@@ -6,6 +6,7 @@ changes."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pickle
@@ -797,3 +798,74 @@ def test_an_npz_that_expands_past_the_limit_is_refused(tmp_path, monkeypatch):
     fine = tmp_path / "fine.npz"
     fine.write_bytes(_npz({"share_1.npy": _npy(np.arange(1000))}))
     assert ArraysDataset(filepath=str(fine)).load()["share_1"].tolist() == list(range(1000))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "culprit"),
+    [
+        pytest.param(
+            {"checkpoint_path": "/etc/passwd"},
+            "may not set 'checkpoint_path'",
+            marks=bad_input(
+                "a saved model's `spec.json` whose kwargs name a `checkpoint_path`",
+                "ArtifactError naming the spec: the kwarg is refused; timm never opens the file",
+            ),
+            id="checkpoint_path",
+        ),
+        pytest.param(
+            {"pretrained": True},
+            "may not set 'pretrained'",
+            marks=bad_input(
+                "a saved model's `spec.json` with `pretrained: true` in its kwargs",
+                "ArtifactError naming the spec: nothing is downloaded",
+            ),
+            id="pretrained",
+        ),
+        pytest.param(
+            {"global_pool": {"nested": 1}},
+            "'global_pool' = {'nested': 1}",
+            marks=bad_input(
+                "a saved model's kwargs holding a nested object",
+                "ArtifactError naming the spec and the kwarg",
+            ),
+            id="nested",
+        ),
+    ],
+)
+def test_a_spec_that_would_make_timm_read_files_is_refused(tmp_path, kwargs, culprit):
+    folder = tmp_path / "m"
+    save_model(build_model(ModelSpec("resnet10t", 4, {}, 16)), folder)
+    spec = json.loads((folder / "spec.json").read_text())
+    (folder / "spec.json").write_text(json.dumps({**spec, "kwargs": kwargs}))
+    rejects(lambda: load_model(folder), ArtifactError, "spec.json", culprit, unchanged=folder)
+
+
+@bad_input(
+    "a saved model's `spec.json` edited to a 64-block ViT of width 8192 (8 GB of weights)",
+    "ArtifactError naming both files before any weight is allocated: the safetensors "
+    "header's shapes are compared with a meta-device build",
+)
+def test_a_spec_far_larger_than_its_weights_is_refused_before_allocating(tmp_path):
+    folder = tmp_path / "m"
+    small = {"patch_size": 4, "embed_dim": 24, "depth": 1, "num_heads": 2}
+    save_model(build_model(ModelSpec("vit_tiny_patch16_224", 4, small, 16)), folder)
+    spec = json.loads((folder / "spec.json").read_text())
+    huge = {"patch_size": 4, "embed_dim": 8192, "depth": 64, "num_heads": 8}
+    (folder / "spec.json").write_text(json.dumps({**spec, "kwargs": huge}))
+    rejects(
+        lambda: load_model(folder),
+        ArtifactError,
+        "model.safetensors",
+        "spec.json",
+        "differ in name or shape",
+        unchanged=folder,
+    )
+
+
+def test_model_kwargs_in_the_parameters_follow_the_same_rule():
+    from ieu_potion.training.setup import ModelParams
+
+    with pytest.raises(ValueError, match="may not set 'pretrained'"):
+        ModelParams(name="resnet10t", kwargs={"pretrained": True})
+    with pytest.raises(ValueError, match="only global_pool, stem_type"):
+        ModelParams(name="resnet10t", kwargs={"drop_block": "x"})

@@ -60,12 +60,56 @@ class ModelSpec:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if self.image_size is not None and not 8 <= self.image_size <= 1024:
             raise ValueError(f"image_size must lie in [8, 1024], got {self.image_size}")
+        check_kwargs(self.kwargs)
 
     def with_kwargs(self, **kwargs: Any) -> ModelSpec:
         return ModelSpec(self.name, self.num_classes, {**self.kwargs, **kwargs}, self.image_size)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+# Constructor arguments that make timm read a file or the network, or that the spec sets
+# itself: refused in kwargs (a weight source is `model.weights`, never a kwarg).
+FORBIDDEN_KWARGS = (
+    "checkpoint_path",
+    "pretrained",
+    "pretrained_cfg",
+    "pretrained_cfg_overlay",
+    "pretrained_strict",
+    "cache_dir",
+    "num_classes",
+)
+# The only kwargs that may take a string (a layer or pooling by name); every other value is
+# a number, a boolean, null, or a list of numbers.
+STRING_KWARGS = ("global_pool", "stem_type", "act_layer", "norm_layer")
+
+
+def check_kwargs(kwargs: dict[str, Any]) -> None:
+    """Refuse constructor arguments that could make timm touch a file or the network
+    (a model's ``spec.json`` may come from elsewhere): the ``FORBIDDEN_KWARGS``, strings
+    outside ``STRING_KWARGS``, and nested objects."""
+
+    def plain(value: Any) -> bool:
+        return value is None or isinstance(value, bool | int | float)
+
+    for key, value in kwargs.items():
+        if key in FORBIDDEN_KWARGS:
+            raise ValueError(
+                f"model kwargs may not set {key!r} (weights come from model.weights; the "
+                f"spec sets the class count); refused: {', '.join(FORBIDDEN_KWARGS)}"
+            )
+        if isinstance(value, str):
+            if key not in STRING_KWARGS:
+                raise ValueError(
+                    f"model kwarg {key!r} = {value!r}: only {', '.join(STRING_KWARGS)} take a "
+                    "string; other kwargs are numbers, booleans or lists of numbers"
+                )
+        elif not (plain(value) or isinstance(value, list | tuple) and all(map(plain, value))):
+            raise ValueError(
+                f"model kwarg {key!r} = {value!r}: a number, a boolean, null, a list of "
+                f"numbers, or for {', '.join(STRING_KWARGS)} a string"
+            )
 
 
 def _timm_kwargs(spec: ModelSpec) -> dict[str, Any]:
@@ -200,10 +244,20 @@ def read_safetensors(path: AnyPath, what: str) -> dict[str, torch.Tensor]:
     """The tensors of the ``.safetensors`` file ``path`` (the ``what`` of an error message);
     a truncated, corrupted or unreadable file raises ``ArtifactError`` naming it."""
     try:
-        return load(path.read_bytes())
-    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        payload = path.read_bytes()
+    except OSError as exc:
+        raise ArtifactError(f"{what} {str(path)!r} cannot be read: {exc}") from exc
+    return read_safetensors_bytes(payload, path, what)
+
+
+def read_safetensors_bytes(payload: bytes, path: AnyPath, what: str) -> dict[str, torch.Tensor]:
+    """``read_safetensors`` of a payload already read from ``path``."""
+    try:
+        return load(payload)
+    except (SafetensorError, ValueError, TypeError) as exc:
         raise ArtifactError(
-            f"{what} {path} is not a readable safetensors file (truncated or corrupted?): {exc}"
+            f"{what} {str(path)!r} is not a readable safetensors file (truncated or "
+            f"corrupted?): {exc}"
         ) from exc
 
 
@@ -311,11 +365,45 @@ def load_model(folder: str | Path | RemotePath) -> nn.Module:
     check_saved_pair(folder, weights, spec_file, "model")
     spec = _spec_from_json(read_json_object(spec_file, "model spec"), spec_file)
     try:
-        model = build_model(spec)
-    except (TypeError, ValueError, RuntimeError) as exc:  # kwargs timm does not take
-        raise ArtifactError(f"model spec {spec_file} does not build a model: {exc}") from exc
-    load_weights(model, read_safetensors(weights, "model weights"), weights, spec_file)
+        expected = meta_model(spec).state_dict()  # shapes, without allocating a weight
+    except ValueError as exc:  # kwargs timm does not take
+        raise ArtifactError(f"model spec {str(spec_file)!r} does not build a model: {exc}") from exc
+    payload = weights.read_bytes()
+    found = safetensors_shapes(payload, weights)
+    shapes = {k: tuple(v.shape) for k, v in expected.items()}
+    wrong = sorted(k for k in set(shapes) | set(found) if shapes.get(k) != found.get(k))
+    if wrong:
+        raise ArtifactError(
+            f"{str(weights)!r} does not fit the network described by {str(spec_file)!r} "
+            f"(tensors {wrong[:5]}{' ...' if len(wrong) > 5 else ''} differ in name or "
+            f"shape): the two files come from different saves; rerun the node that writes "
+            f"{str(folder)!r}"
+        )
+    model = build_model(spec)
+    load_weights(
+        model, read_safetensors_bytes(payload, weights, "model weights"), weights, spec_file
+    )
     return model
+
+
+def safetensors_shapes(payload: bytes, path: AnyPath) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes a ``.safetensors`` payload's header declares, read before any
+    tensor: 8 bytes of header length, then that many bytes of JSON."""
+    bad = (
+        f"model weights {str(path)!r} are not a readable safetensors file (truncated or corrupted?)"
+    )
+    if len(payload) < 8:
+        raise ArtifactError(f"{bad}: {len(payload)} bytes")
+    size = int.from_bytes(payload[:8], "little")
+    if size > len(payload) - 8:
+        raise ArtifactError(f"{bad}: a header of {size} bytes in a file of {len(payload)}")
+    try:
+        header = json.loads(payload[8 : 8 + size])
+        return {
+            k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"
+        }
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ArtifactError(f"{bad}: its header is not valid ({exc})") from exc
 
 
 def _spec_from_json(data: dict[str, Any], path: Path) -> ModelSpec:
