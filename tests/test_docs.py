@@ -19,6 +19,7 @@ PATH = re.compile(
 MADE_BY_THE_USER = {
     "conf/local/globals.yml",
     "conf/local/parameters.yml",
+    "conf/local/catalog.yml",
     "src/ieu_potion/defences/label_smoothing.py",
     "src/ieu_potion/defences/loss_filter.py",
     "src/ieu_potion/attacks/frame.py",
