@@ -284,7 +284,7 @@ REFUSALS = [
             "refused before any work, listing the valid attacks",
         ),
         *("--pipelines", "data_poisoning", "--params", "blended.attack.name=blend"),
-        says=["blended.attack.name: Input should be 'badnets_white', 'badnets_pattern'"],
+        says=["blended.attack.name: unknown attack 'blend'; valid attacks: 'badnets_white'"],
     ),
     refusal(
         bad_input(

@@ -229,14 +229,16 @@ def local_copy(folder: RemotePath, cache: str | os.PathLike | None = None) -> Pa
     can write is refused.  ``FileNotFoundError`` where ``folder`` is no folder;
     ``ValueError`` for a remote name that would land outside the copy (``..``)."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder")
+        raise FileNotFoundError(f"{str(folder)!r} is not a folder")
     listing = folder.fs.find(folder.path, detail=True)
     root = folder.path.rstrip("/")
     files = {}
     for name, info in sorted(listing.items()):
         relative = PurePosixPath(name[len(root) :].lstrip("/"))
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            raise ValueError(f"{folder}: the name {name!r} would be copied outside the folder")
+            raise ValueError(
+                f"{str(folder)!r}: the name {name!r} would be copied outside the folder"
+            )
         version = (
             info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
         )

@@ -42,7 +42,7 @@ def test_empty_class_folder_is_reported(tmp_path):
     make_folder(tmp_path, "train", ["a", "b"])
     make_folder(tmp_path, "val", ["a", "b"])
     (tmp_path / "train" / "c").mkdir()
-    with pytest.raises(DataLayoutError, match=r"class folder .*train/c holds no image files"):
+    with pytest.raises(DataLayoutError, match=r"class folder .*train/c' holds no image files"):
         read_image_folders(tmp_path, 16)
 
 

@@ -149,7 +149,7 @@ def test_models_and_the_codec_round_trip_and_a_missing_commit_mark_is_named(s3):
 
     (dataset._filepath / "spec.json").unlink()  # an interrupted save: weights, no spec
     assert not dataset.exists()
-    with pytest.raises(DatasetError, match=rf"{s3}/models/undefended/spec.json missing"):
+    with pytest.raises(DatasetError, match=rf"{s3}/models/undefended/spec.json' missing"):
         dataset.load()
 
 
@@ -259,7 +259,7 @@ def test_a_missing_source_folder_at_a_url_names_the_url_and_the_layout(s3, tmp_p
     source = ImageFolderDataset(
         path=f"{s3}/nowhere", image_size=16, fs_args=fs_args(), cache=str(tmp_path / "cache")
     )
-    with pytest.raises(DataLayoutError, match=r"nowhere does not exist; expected a folder holding"):
+    with pytest.raises(DataLayoutError, match=r"nowhere' does not exist; expected a folder holding"):
         source.check()
     assert not (tmp_path / "cache").exists()
 

@@ -112,7 +112,7 @@ class _FolderSource(_SourceDataset):
                 self._copy = local_copy(self._path, self._cache)
             except FileNotFoundError:
                 raise DataLayoutError(
-                    f"folder {self._path} does not exist; expected {self._layout()}"
+                    f"folder {str(self._path)!r} does not exist; expected {self._layout()}"
                 ) from None
         return self._copy
 
@@ -164,7 +164,9 @@ class ImageFolderDataset(_FolderSource):
         for split in (self._kwargs["train_dir"], self._kwargs["test_dir"]):
             if split and not (folder / split).is_dir():
                 where = self._path / split
-                raise DataLayoutError(f"folder {where} does not exist; expected {self._layout()}")
+                raise DataLayoutError(
+                    f"folder {str(where)!r} does not exist; expected {self._layout()}"
+                )
 
     def load(self) -> dict[str, ImageSet]:
         return folders.read_image_folders(self._folder(), **self._kwargs)

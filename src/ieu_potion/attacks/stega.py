@@ -310,7 +310,8 @@ def load_codec(folder: str | Path | RemotePath) -> StegaCodec:
         codec = StegaCodec(config, image_size)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ArtifactError(
-            f"codec settings {spec_file} are not valid ({type(exc).__name__}: {exc}); expected "
+            f"codec settings {str(spec_file)!r} are not valid ({type(exc).__name__}: {exc}); "
+            "expected "
             "an object with config (CodecConfig fields), image_size ([height, width]) and "
             "metrics, as save_codec writes it"
         ) from exc

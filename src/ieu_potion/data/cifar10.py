@@ -97,12 +97,13 @@ def check_folder(root: str | Path) -> None:
     files exist, are regular files and are under the size limit (nothing is read)."""
     root = Path(root)
     if not root.is_dir():
-        raise DataLayoutError(f"folder {root} does not exist; expected {LAYOUT}")
+        raise DataLayoutError(f"folder {str(root)!r} does not exist; expected {LAYOUT}")
     train_files = train_batch_files(root)
     test_file = root / "test_batch"
     if not train_files or not (test_file.exists() or test_file.is_symlink()):
         raise DataLayoutError(
-            f"{root} is not a CIFAR-10 folder: found {len(train_files)} data_batch files and "
+            f"{str(root)!r} is not a CIFAR-10 folder: found {len(train_files)} data_batch "
+            "files and "
             f"{'a' if test_file.exists() else 'no'} test_batch; expected {LAYOUT}"
         )
     for path in [*train_files, test_file]:
@@ -113,11 +114,15 @@ def _check_batch_file(path: Path) -> int:
     """The size of the batch file ``path``; refuse anything but a regular file under the
     size limit."""
     if path.is_dir():
-        raise DataLayoutError(f"{path} is a folder, not a CIFAR-10 batch file; expected {LAYOUT}")
+        raise DataLayoutError(
+            f"{str(path)!r} is a folder, not a CIFAR-10 batch file; expected {LAYOUT}"
+        )
     if path.is_symlink() and not path.exists():
-        raise DataLayoutError(f"{path} is a broken link; expected a CIFAR-10 batch file")
+        raise DataLayoutError(f"{str(path)!r} is a broken link; expected a CIFAR-10 batch file")
     if not path.is_file():
-        raise DataLayoutError(f"{path} is not a regular file; expected a CIFAR-10 batch file")
+        raise DataLayoutError(
+            f"{str(path)!r} is not a regular file; expected a CIFAR-10 batch file"
+        )
     size = path.stat().st_size
     if size > MAX_BATCH_BYTES:
         raise DataLayoutError(_too_large(path, size))
@@ -126,7 +131,7 @@ def _check_batch_file(path: Path) -> int:
 
 def _too_large(path: Path, size: int) -> str:
     return (
-        f"{path} holds {size} bytes, over the limit of {MAX_BATCH_BYTES} bytes "
+        f"{str(path)!r} holds {size} bytes, over the limit of {MAX_BATCH_BYTES} bytes "
         f"({MAX_BATCH_BYTES // 2**20} MiB) for a CIFAR-10 batch file (a real one is about "
         "31 MB); it is not read"
     )
@@ -141,14 +146,14 @@ def _scan_opcodes(path: Path, raw: bytes) -> None:
             nesting += opcode.name in _NESTING_OPCODES
             if ops > MAX_PICKLE_OPS or nesting > MAX_NESTING_OPS:
                 raise DataLayoutError(
-                    f"{path} is not a CIFAR-10 batch file: its pickle has more than "
+                    f"{str(path)!r} is not a CIFAR-10 batch file: its pickle has more than "
                     f"{MAX_PICKLE_OPS} operations or {MAX_NESTING_OPS} nested tuples; a real "
                     "batch has a few tens of thousands and fewer than 20; it is not unpickled"
                 )
     except DataLayoutError:
         raise
     except (ValueError, EOFError, UnicodeDecodeError) as exc:
-        raise DataLayoutError(f"{path} is not a CIFAR-10 batch file: {exc}") from exc
+        raise DataLayoutError(f"{str(path)!r} is not a CIFAR-10 batch file: {exc}") from exc
 
 
 def _read_batch(path: Path) -> tuple[dict, int]:
@@ -158,20 +163,20 @@ def _read_batch(path: Path) -> tuple[dict, int]:
         with path.open("rb") as handle:
             raw = handle.read(MAX_BATCH_BYTES + 1)
     except OSError as exc:
-        raise DataLayoutError(f"cannot read CIFAR-10 batch file {path}: {exc}") from exc
+        raise DataLayoutError(f"cannot read CIFAR-10 batch file {str(path)!r}: {exc}") from exc
     if len(raw) > MAX_BATCH_BYTES:  # grew since it was measured
         raise DataLayoutError(_too_large(path, len(raw)))
     _scan_opcodes(path, raw)
     try:
         batch = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DataLayoutError(f"{path} is not a CIFAR-10 batch file: {exc}") from exc
+        raise DataLayoutError(f"{str(path)!r} is not a CIFAR-10 batch file: {exc}") from exc
     except MemoryError as exc:
         raise DataLayoutError(
-            f"{path} is not a CIFAR-10 batch file: it declares an array larger than memory"
+            f"{str(path)!r} is not a CIFAR-10 batch file: it declares an array larger than memory"
         ) from exc
     if not isinstance(batch, dict):
-        raise DataLayoutError(f"{path} is not a CIFAR-10 batch file: no dictionary inside")
+        raise DataLayoutError(f"{str(path)!r} is not a CIFAR-10 batch file: no dictionary inside")
     entries = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     return entries, len(raw)
 
@@ -179,16 +184,16 @@ def _read_batch(path: Path) -> tuple[dict, int]:
 def _check_data(path: Path, data: object, file_size: int) -> np.ndarray:
     expected = f"'data' must be a uint8 array of rows of {ROW_VALUES} values"
     if not isinstance(data, np.ndarray):
-        raise DataLayoutError(f"{path}: {expected}, got a {type(data).__name__}")
+        raise DataLayoutError(f"{str(path)!r}: {expected}, got a {type(data).__name__}")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != ROW_VALUES:
-        raise DataLayoutError(f"{path}: {expected}, got {data.dtype} {data.shape}")
+        raise DataLayoutError(f"{str(path)!r}: {expected}, got {data.dtype} {data.shape}")
     if len(data) == 0:
-        raise DataLayoutError(f"{path}: 'data' holds no images (0 rows); the batch is empty")
+        raise DataLayoutError(f"{str(path)!r}: 'data' holds no images (0 rows); the batch is empty")
     if data.nbytes > file_size:
         # Pixels that are not in the file: a huge declared shape or rows repeated by
         # stride tricks.  Refused before anything reads or copies them.
         raise DataLayoutError(
-            f"{path}: 'data' declares {data.shape[0]} rows ({data.nbytes} bytes), more than "
+            f"{str(path)!r}: 'data' declares {data.shape[0]} rows ({data.nbytes} bytes), more than "
             f"the file's {file_size} bytes can hold; the batch is corrupt or crafted"
         )
     return data
@@ -198,35 +203,43 @@ def _check_labels(path: Path, labels: object, rows: int) -> np.ndarray:
     expected = f"'labels' must be a list of integers 0..{len(CLASS_NAMES) - 1}, one per row"
     if isinstance(labels, np.ndarray):
         if labels.ndim != 1 or labels.dtype.kind not in "iu":
-            raise DataLayoutError(f"{path}: {expected}, got an array {labels.dtype} {labels.shape}")
+            raise DataLayoutError(
+                f"{str(path)!r}: {expected}, got an array {labels.dtype} {labels.shape}"
+            )
         if len(labels) != rows:
             raise DataLayoutError(_count_mismatch(path, rows, len(labels)))
         values = labels.astype(np.int64)
         bad = np.flatnonzero((values < 0) | (values >= len(CLASS_NAMES)))
         if len(bad):
-            raise DataLayoutError(f"{path}: label {bad[0]} is {values[bad[0]]}, outside 0..9")
+            raise DataLayoutError(
+                f"{str(path)!r}: label {bad[0]} is {values[bad[0]]}, outside 0..9"
+            )
         return values
     if not isinstance(labels, list | tuple):
-        raise DataLayoutError(f"{path}: {expected}, got a {type(labels).__name__}")
+        raise DataLayoutError(f"{str(path)!r}: {expected}, got a {type(labels).__name__}")
     if len(labels) != rows:
         raise DataLayoutError(_count_mismatch(path, rows, len(labels)))
     for i, value in enumerate(labels):
         if type(value) is not int:  # bool, str, float, containers: refused
-            raise DataLayoutError(f"{path}: {expected}; label {i} is a {type(value).__name__}")
+            raise DataLayoutError(
+                f"{str(path)!r}: {expected}; label {i} is a {type(value).__name__}"
+            )
         if not 0 <= value < len(CLASS_NAMES):
             shown = value if abs(value) < 10**6 else f"an integer of {value.bit_length()} bits"
-            raise DataLayoutError(f"{path}: labels outside 0..9 (label {i} is {shown})")
+            raise DataLayoutError(f"{str(path)!r}: labels outside 0..9 (label {i} is {shown})")
     return np.array(labels, dtype=np.int64)
 
 
 def _count_mismatch(path: Path, images: int, labels: int) -> str:
-    return f"{path}: {images} images but {labels} labels; the batch is inconsistent"
+    return f"{str(path)!r}: {images} images but {labels} labels; the batch is inconsistent"
 
 
 def _batch_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch, size = _read_batch(path)
     if "data" not in batch or "labels" not in batch:
-        raise DataLayoutError(f"{path} lacks the 'data' and 'labels' entries of a CIFAR batch")
+        raise DataLayoutError(
+            f"{str(path)!r} lacks the 'data' and 'labels' entries of a CIFAR batch"
+        )
     data = _check_data(path, batch["data"], size)
     labels = _check_labels(path, batch["labels"], len(data))
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)

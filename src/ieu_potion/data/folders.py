@@ -107,7 +107,7 @@ def _check_distinct(split_root: Path, classes: list[Path]) -> None:
     for folder in classes:
         if real[folder] in owner:
             raise DataLayoutError(
-                f"class folders {owner[real[folder]]} and {folder} are the same folder "
+                f"class folders {owner[real[folder]]} and {str(folder)!r} are the same folder "
                 f"({real[folder]}) once links are resolved: its images would be read under "
                 "two labels; remove the link"
             )
@@ -116,13 +116,15 @@ def _check_distinct(split_root: Path, classes: list[Path]) -> None:
     for folder in classes:
         if real[folder] == split_real or real[folder] in split_real.parents:
             raise DataLayoutError(
-                f"class folder {folder} links to {real[folder]}, which holds the split folder "
+                f"class folder {str(folder)!r} links to {real[folder]}, which holds the "
+                "split folder "
                 f"{split_root} itself; remove the link"
             )
         for parent in real[folder].parents:
             if parent in owner:
                 raise DataLayoutError(
-                    f"class folders {owner[parent]} and {folder} overlap: {folder} resolves "
+                    f"class folders {owner[parent]} and {str(folder)!r} overlap: "
+                    f"{str(folder)!r} resolves "
                     f"to {real[folder]}, inside {parent}; its images would be read under two "
                     "labels; remove the link"
                 )
@@ -162,14 +164,17 @@ def _image_files(folder: Path) -> list[tuple[Path, Path]]:
         try:
             info = path.stat()
         except FileNotFoundError as exc:
-            raise DataLayoutError(f"{path} is a broken link; expected an image file") from exc
+            raise DataLayoutError(
+                f"{str(path)!r} is a broken link; expected an image file"
+            ) from exc
         except OSError as exc:
-            raise DataLayoutError(f"cannot read image {path}: {exc.strerror}") from exc
+            raise DataLayoutError(f"cannot read image {str(path)!r}: {exc.strerror}") from exc
         if not stat.S_ISREG(info.st_mode):
-            raise DataLayoutError(f"{path} is not a regular file; expected an image file")
+            raise DataLayoutError(f"{str(path)!r} is not a regular file; expected an image file")
         if info.st_size > MAX_IMAGE_BYTES:
             raise DataLayoutError(
-                f"image {path} holds {info.st_size} bytes, over the limit of {MAX_IMAGE_BYTES} "
+                f"image {str(path)!r} holds {info.st_size} bytes, over the limit of "
+                f"{MAX_IMAGE_BYTES} "
                 f"bytes ({MAX_IMAGE_BYTES // 2**20} MiB) for one image file; it is not opened"
             )
         # Only the class folder and the file itself can be links (linked folders below
@@ -185,7 +190,7 @@ def _image_files(folder: Path) -> list[tuple[Path, Path]]:
             keep[real] = (path, linked)
     files = [(path, real) for path, real, _ in entries if keep[real][0] == path]
     duplicates = [
-        f"{path} (= {keep[real][0]})" for path, real, _ in entries if keep[real][0] != path
+        f"{str(path)!r} (= {keep[real][0]})" for path, real, _ in entries if keep[real][0] != path
     ]
     _log_skipped("duplicate links to images already read in this class", folder, duplicates)
     return files
@@ -196,11 +201,12 @@ def _class_files(split_root: Path, expected: str) -> dict[str, list[Path]]:
     for folder in _class_folders(split_root, expected):
         found = _image_files(folder)
         if not found:
-            raise DataLayoutError(f"class folder {folder} holds no image files")
+            raise DataLayoutError(f"class folder {str(folder)!r} holds no image files")
         for path, real in found:
             if real in seen:
                 raise DataLayoutError(
-                    f"images {seen[real]} and {path} are the same file ({real}) in two class "
+                    f"images {seen[real]} and {str(path)!r} are the same file ({real}) in "
+                    "two class "
                     "folders: its label is ambiguous; keep it in one class"
                 )
             seen[real] = path
@@ -217,7 +223,7 @@ def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
         return Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), "L").convert("RGB")
     if img.mode == "F":
         raise DataLayoutError(
-            f"image {path} holds floating-point pixels, whose range is unknown; expected an "
+            f"image {str(path)!r} holds floating-point pixels, whose range is unknown; expected an "
             "8- or 16-bit image"
         )
     return img.convert("RGB")
@@ -234,14 +240,14 @@ def _integer_bits(img: Image.Image, values: np.ndarray, path: Path) -> int:
     if values.size == 0 or (values.min() >= 0 and values.max() < 2**16):
         return 16  # PGM with a large maxval, 16-bit PNG in older Pillow
     raise DataLayoutError(
-        f"image {path} holds integer pixels beyond 16 bits of unknown depth; expected an "
+        f"image {str(path)!r} holds integer pixels beyond 16 bits of unknown depth; expected an "
         "8- or 16-bit image"
     )
 
 
 def _bomb(path: Path, detail: str) -> DataLayoutError:
     return DataLayoutError(
-        f"image {path} is {detail}, over the pixel limit of {MAX_IMAGE_PIXELS} pixels "
+        f"image {str(path)!r} is {detail}, over the pixel limit of {MAX_IMAGE_PIXELS} pixels "
         f"({MAX_IMAGE_PIXELS // 2**20} Mi, 8192 x 8192): a decompression bomb, or far larger "
         "than a data set's images; it is not decoded"
     )
@@ -268,7 +274,7 @@ def _read_image(path: Path, image_size: int) -> np.ndarray:
         struct.error,
         ZeroDivisionError,
     ) as exc:
-        raise DataLayoutError(f"cannot read image {path}: {exc}") from exc
+        raise DataLayoutError(f"cannot read image {str(path)!r}: {exc}") from exc
     return np.asarray(resized)
 
 
@@ -301,7 +307,7 @@ def read_image_folders(
     if not 8 <= image_size <= 1024:
         raise ValueError(f"image_size must lie in [8, 1024], got {image_size}")
     if not root.is_dir():
-        raise DataLayoutError(f"folder {root} does not exist; expected {expected}")
+        raise DataLayoutError(f"folder {str(root)!r} does not exist; expected {expected}")
     train_files = _class_files(root / train_dir, expected)
     class_names = tuple(train_files)
     class_index = {name: i for i, name in enumerate(class_names)}

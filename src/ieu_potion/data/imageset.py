@@ -187,7 +187,9 @@ class ImageSet:
         with np.load(payload, allow_pickle=False) as archive:
             missing = set(_FIELDS) - set(archive.files)
             if missing:
-                raise ValueError(f"{path} is not an image set: missing arrays {sorted(missing)}")
+                raise ValueError(
+                    f"{str(path)!r} is not an image set: missing arrays {sorted(missing)}"
+                )
             return cls(
                 images=archive["images"],
                 labels=archive["labels"].astype(np.int64),
@@ -205,7 +207,7 @@ def _read_overlay(archive, path) -> Overlay | None:
         return None
     if len(present) != len(_OVERLAY):
         missing = sorted(set(_OVERLAY) - set(present))
-        raise ValueError(f"{path} is not an image set: missing arrays {missing}")
+        raise ValueError(f"{str(path)!r} is not an image set: missing arrays {missing}")
     return Overlay(
         archive["overlay_alpha"].astype(np.float32),
         archive["overlay_pattern"].astype(np.float32),

@@ -217,18 +217,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     expected = "give a .safetensors file or a .pth/.pt state dict (timm format)"
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; {expected}")
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist; {expected}")
     if not path.is_file():
-        raise ArtifactError(f"checkpoint {path} is not a file; {expected}")
+        raise ArtifactError(f"checkpoint {str(path)!r} is not a file; {expected}")
     if path.suffix == ".safetensors":
         return read_safetensors(path, "checkpoint")
     if path.suffix not in (".pth", ".pt", ".bin"):
-        raise ValueError(f"checkpoint {path}: expected .safetensors, .pth, .pt or .bin")
+        raise ValueError(f"checkpoint {str(path)!r}: expected .safetensors, .pth, .pt or .bin")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, refused global, unreadable file
         raise ArtifactError(
-            f"checkpoint {path} cannot be read as a PyTorch state dict (truncated, corrupted "
+            f"checkpoint {str(path)!r} cannot be read as a PyTorch state dict (truncated, "
+            "corrupted "
             "or holding more than tensors); it is not loaded with weights_only=False, which "
             f"would run code from the file. {expected}. PyTorch says: {exc}"
         ) from exc
@@ -236,7 +237,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
-        raise ValueError(f"checkpoint {path} does not hold a state dict of tensors")
+        raise ValueError(f"checkpoint {str(path)!r} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in loaded.items()}
 
 
@@ -268,10 +269,12 @@ def read_json_object(path: AnyPath, what: str) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeError
         raise ArtifactError(
-            f"{what} {path} is not readable JSON (truncated or edited?): {exc}"
+            f"{what} {str(path)!r} is not readable JSON (truncated or edited?): {exc}"
         ) from exc
     if not isinstance(data, dict):
-        raise ArtifactError(f"{what} {path} must hold a JSON object, got {type(data).__name__}")
+        raise ArtifactError(
+            f"{what} {str(path)!r} must hold a JSON object, got {type(data).__name__}"
+        )
     return data
 
 
@@ -282,22 +285,24 @@ def check_saved_pair(folder: AnyPath, weights: AnyPath, commit: AnyPath, what: s
     interrupted save; the commit mark without weights is a folder changed after saving."""
     if not folder.is_dir():
         raise ArtifactError(
-            f"no {what} at {folder}: expected a folder holding {weights.name} and {commit.name}"
+            f"no {what} at {str(folder)!r}: expected a folder holding {weights.name} and "
+            f"{commit.name}"
         )
     has_weights, has_commit = weights.is_file(), commit.is_file()
     if has_weights and not has_commit:
         raise ArtifactError(
-            f"{commit} missing: an interrupted save ({weights.name} is there but "
-            f"{commit.name}, written last, is not); rerun the node that writes {folder}"
+            f"{str(commit)!r} missing: an interrupted save ({weights.name} is there but "
+            f"{commit.name}, written last, is not); rerun the node that writes {str(folder)!r}"
         )
     if has_commit and not has_weights:
         raise ArtifactError(
-            f"{weights} missing although {commit.name} is there: the folder changed after "
-            f"the save; rerun the node that writes {folder}"
+            f"{str(weights)!r} missing although {commit.name} is there: the folder changed after "
+            f"the save; rerun the node that writes {str(folder)!r}"
         )
     if not has_weights:
         raise ArtifactError(
-            f"no {what} in {folder}: expected {weights.name} and {commit.name}; rerun the node "
+            f"no {what} in {str(folder)!r}: expected {weights.name} and {commit.name}; rerun "
+            "the node "
             "that writes it"
         )
 
@@ -311,7 +316,8 @@ def load_weights(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path
         detail = str(exc)
         detail = detail if len(detail) <= 600 else detail[:600] + " ..."
         raise ArtifactError(
-            f"{path} does not fit the network described by {commit}: the two files come from "
+            f"{str(path)!r} does not fit the network described by {str(commit)!r}: the two "
+            "files come from "
             f"different saves; rerun the node that writes {path.parent}. {detail}"
         ) from exc
 
@@ -376,7 +382,7 @@ def load_model(folder: str | Path | RemotePath) -> nn.Module:
         raise ArtifactError(
             f"{str(weights)!r} does not fit the network described by {str(spec_file)!r} "
             f"(tensors {wrong[:5]}{' ...' if len(wrong) > 5 else ''} differ in name or "
-            f"shape): the two files come from different saves; rerun the node that writes "
+            "shape): the two files come from different saves; rerun the node that writes "
             f"{str(folder)!r}"
         )
     model = build_model(spec)
@@ -415,10 +421,10 @@ def _spec_from_json(data: dict[str, Any], path: Path) -> ModelSpec:
     wrong = sorted(set(data) ^ set(types))
     wrong += [k for k, t in types.items() if k in data and not isinstance(data[k], t)]
     if wrong or isinstance(data.get("num_classes"), bool):
-        raise ArtifactError(f"model spec {path} is not valid (fields {wrong}); {expected}")
+        raise ArtifactError(f"model spec {str(path)!r} is not valid (fields {wrong}); {expected}")
     spec = ModelSpec(**data)
     try:
         spec.check()
     except ValueError as exc:
-        raise ArtifactError(f"model spec {path} is not valid: {exc}") from exc
+        raise ArtifactError(f"model spec {str(path)!r} is not valid: {exc}") from exc
     return spec
