@@ -35,13 +35,13 @@ from ieu_potion.unlearning.ptn import PTNConfig, ptn_search
 SETTINGS = ("rho", "min_percentile", "max_dampened", "step")
 
 
-def searches(catalog, params, namespace: str, seed: int, kinds, grid):
+def searches(catalog, params, namespace: str, seed: int, kinds, grid, shares=()):
     """One row per (share, kind, setting, value) of one run: healed, damage, gave up."""
     run = f"{namespace}.seed_{seed}"
     model = catalog.load(f"{run}.none_model")
     train = catalog.load(f"{run}.poisoned_train")
     config = params.potion_for(namespace)
-    subsets = select_shares(catalog.load(f"{run}.discovery_subsets"), config.shares)
+    subsets = select_shares(catalog.load(f"{run}.discovery_subsets"), shares or config.shares)
     views = view_maker(model, params.finetune)
     attack = params.namespaces()[namespace].attack
     evaluator = Evaluator(
@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--namespaces", nargs="+", default=None, help="default: potion's")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the run's")
     parser.add_argument("--kinds", nargs="+", default=["xlf", "lf", "ssd"])
+    parser.add_argument("--shares", nargs="+", default=(), help="default: the run's")
     parser.add_argument("--vary", action="append", required=True, help="SETTING=V1,V2,...")
     parser.add_argument("--csv", help="also write every search's row here")
     args = parser.parse_args()
@@ -157,7 +158,7 @@ def main() -> None:
         row
         for namespace in args.namespaces or params.potion_unlearning.attacks
         for seed in (params.seeds if args.seeds is None else args.seeds)
-        for row in searches(catalog, params, namespace, seed, args.kinds, grid)
+        for row in searches(catalog, params, namespace, seed, args.kinds, grid, args.shares)
     ]
     frame = pd.DataFrame(rows)
     if args.csv:
