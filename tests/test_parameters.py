@@ -39,7 +39,7 @@ SHIPPED = ("base", "cifar10", "gtsrb", "vit", "all_attacks", "benchmark", "potio
 
 
 def test_every_shipped_environment_validates():
-    for env in (*SHIPPED, "potion_paper_gtsrb"):
+    for env in (*SHIPPED, "potion_paper_gtsrb", "potion_paper_cifar10"):
         params = validate_parameters(project_config(env)[0])
         assert params.seeds == ([0] if env in SHIPPED[:5] else [0, 1, 2])
         assert set(params.data_poisoning.attacks) <= set(params.namespaces())
@@ -65,13 +65,22 @@ def test_the_benchmark_covers_every_attack_and_defence_and_the_default_a_quick_s
 
 
 def test_the_potion_paper_environments_differ_only_in_their_data():
-    """Kedro environments do not share parameter files: the GTSRB twin repeats the
-    default-data one, and this keeps the copies from drifting apart."""
-    digits, digits_catalog = project_config("potion_paper")
-    gtsrb, gtsrb_catalog = project_config("potion_paper_gtsrb")
-    assert (digits.pop("dataset_name"), gtsrb.pop("dataset_name")) == ("cluttered_digits", "gtsrb")
-    assert digits == gtsrb
-    assert digits_catalog["source_images"] != gtsrb_catalog["source_images"]
+    """Kedro environments do not share parameter files: the GTSRB and CIFAR-10 copies
+    repeat the default-data one, and this keeps them from drifting apart (CIFAR-10 alone
+    flips, as the paper does)."""
+    configs = {
+        name: project_config(f"potion_paper{suffix}")
+        for name, suffix in (("cluttered_digits", ""), ("gtsrb", "_gtsrb"), ("cifar10", "_cifar10"))
+    }
+    flips = {}
+    for name, (params, _) in configs.items():
+        assert params.pop("dataset_name") == name
+        flips[name] = params["finetune"]["augment"].pop("flip_p")
+    assert flips == {"cluttered_digits": 0.0, "gtsrb": 0.0, "cifar10": 0.5}
+    digits, gtsrb, cifar = (params for params, _ in configs.values())
+    assert digits == gtsrb == cifar
+    sources = [catalog["source_images"]["type"] for _, catalog in configs.values()]
+    assert len(set(sources)) == 3
     paper = validate_parameters(project_config("potion_paper")[0])
     attacks = {ns: paper.namespaces()[ns].attack for ns in paper.data_poisoning.attacks}
     rates = {ns: attack.rate for ns, attack in attacks.items()}
