@@ -125,6 +125,7 @@ def test_healed_vs_share_and_damage_use_benchmark_shares_with_intervals(results)
     assert "xlf_ptn heals the most poison (73.0 ± 4.1% at -6.0 ± 1.3 points" in (
         figures.reading(scatter)
     )
+    assert "Doing nothing ('none') leaves 6.0" in figures.reading(scatter)
 
 
 def test_a_reading_says_when_the_most_healed_equals_doing_nothing():

@@ -400,8 +400,14 @@ def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
         )
     # Pooled over namespaces, seeds and shares: the per-seed values behind the means.
     pooled = per_seed(results, shares=True)
-    pooled = pooled[pooled.discovery_share.str.startswith("share_") & (pooled.method != "none")]
+    pooled = pooled[pooled.discovery_share.str.startswith("share_")]
     means = aggregate(pooled, ["method"], ["poison_healed", "model_damage"]).set_index("method")
+    baseline = (
+        f" Doing nothing ('none') leaves {pct_ci(means.loc['none'], 'poison_healed')} healed."
+        if "none" in means.index
+        else ""
+    )
+    means = means.drop(index="none", errors="ignore")
     best = means.poison_healed.idxmax()
     gentlest = means.model_damage.idxmax()
     reading_text = (
@@ -411,8 +417,8 @@ def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
         f"{ci(means.loc[best], 'model_damage')} "
         f"points of clean accuracy); {gentlest} damages the model least "
         f"({ci(means.loc[gentlest], 'model_damage')} "
-        f"points, {pct_ci(means.loc[gentlest], 'poison_healed')} healed). Marker shape is the "
-        "namespace; error bars are 95% intervals over seeds."
+        f"points, {pct_ci(means.loc[gentlest], 'poison_healed')} healed).{baseline} Marker "
+        "shape is the namespace; error bars are 95% intervals over seeds."
     )
     figure.add_vline(x=0, line_dash="dot")
     figure.update_layout(
