@@ -821,7 +821,7 @@ def test_full_run_writes_the_report_and_kedro_viz_shows_its_lineage(tiny_dask_ru
     assert main.note[3] == "not applicable to this robust module" and not main.note[0]
     assert main["CA vs none"][1] in ("overlap", "apart")
     potion = pd.read_csv(reporting / "tables/potion_table.csv")
-    assert (potion["N (seeds x shares)"] == 2).all() and (potion.seeds == 2).all()
+    assert (potion["N (seeds)"] == 2).all() and (potion.shares == 1).all()
     configurations = json.loads((reporting / "tables/configurations.json").read_text())
     results = pd.read_csv(reporting / "tables/results_long.csv")
     assert set(results.fingerprint) == set(configurations)
