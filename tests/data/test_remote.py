@@ -259,7 +259,7 @@ def test_a_missing_source_folder_at_a_url_names_the_url_and_the_layout(s3, tmp_p
     source = ImageFolderDataset(
         path=f"{s3}/nowhere", image_size=16, fs_args=fs_args(), cache=str(tmp_path / "cache")
     )
-    with pytest.raises(DataLayoutError, match=r"nowhere' does not exist; expected a folder holding"):
+    with pytest.raises(DataLayoutError, match=r"nowhere' does not exist; expected a folder"):
         source.check()
     assert not (tmp_path / "cache").exists()
 
