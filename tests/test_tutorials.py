@@ -16,26 +16,36 @@ MODULE = re.compile(
 )
 CATALOG = re.compile(r"```yaml\n(\"\{ns\}.*?)```", re.S)
 
-# The modules imported first (as `defences/__init__.py` would), then two runs: the tiny
-# environment's baselines with the new defences, and a setting out of its range.
+# The modules imported first (as a package's `__init__.py` would), then two runs of one
+# pipeline of the tiny environment: as the tutorial says, then with a setting out of range.
 RUN = """
 import importlib, json, sys
 from pathlib import Path
 from kedro.framework.cli.cli import KedroCLI
 
-sys.path.insert(0, sys.argv[1])
-for name in json.loads(sys.argv[2]):
+package, names, pipeline, bad = sys.argv[1:5]
+sys.path.insert(0, package)
+for name in json.loads(names):
     importlib.import_module(name)
 codes = []
-for extra in ([], ["--params", "baselines.label_smoothing.smoothing=1.5"]):
+for extra in ([], ["--params", bad]):
     try:
         KedroCLI(Path.cwd()).main(
-            args=["run", "--env", "tiny", "--pipelines", "baselines", *extra], prog_name="kedro"
+            args=["run", "--env", "tiny", "--pipelines", pipeline, *extra], prog_name="kedro"
         )
     except SystemExit as exc:
         codes.append(exc.code)
 print("CODES", json.dumps(codes))
 """
+
+
+def run_tutorial(project, package, modules, pipeline, bad):
+    """The RUN script in ``project``: (exit codes of the two runs, their output)."""
+    names = json.dumps([n for n, _ in modules])
+    args = ("-c", RUN, str(package), names, pipeline, bad)
+    result = python_in(project, *args, env=ONE_THREAD)
+    out = result.stdout + result.stderr
+    return json.loads(out.split("CODES", 1)[1].split("\n", 1)[0]), out
 
 
 @pytest.mark.slow
@@ -62,10 +72,8 @@ def test_add_a_defence(tmp_path):
             "  label_smoothing: {smoothing: 0.2}\n",
         )
     )
-    names = json.dumps([n for n, _ in modules])
-    result = python_in(project, "-c", RUN, str(package), names, env=ONE_THREAD)
-    out = result.stdout + result.stderr
-    codes = json.loads(out.split("CODES", 1)[1].split("\n", 1)[0])
+    bad = "baselines.label_smoothing.smoothing=1.5"
+    codes, out = run_tutorial(project, package, modules, "baselines", bad)
     assert codes == [0, 1], out[-3000:]
     assert "baselines.label_smoothing.smoothing: Input should be less than 1, got 1.5" in out
 
@@ -86,29 +94,6 @@ def test_add_a_defence(tmp_path):
     assert len(flags) == max(1, int(0.1 * len(train.load())))  # the default share, 0.1
     rows = pd.read_parquet(run / "results_loss_filter.parquet")
     assert "isolation_precision" in set(rows.metric)
-
-
-# Two runs of the data_poisoning pipeline with the new attack and the new source: as the
-# tutorials say, then with a trigger setting out of its range.
-POISON = """
-import importlib, json, sys
-from pathlib import Path
-from kedro.framework.cli.cli import KedroCLI
-
-sys.path.insert(0, sys.argv[1])
-for name in json.loads(sys.argv[2]):
-    importlib.import_module(name)
-codes = []
-for extra in ([], ["--params", "frame.attack.settings.weight=1.5"]):
-    try:
-        KedroCLI(Path.cwd()).main(
-            args=["run", "--env", "tiny", "--pipelines", "data_poisoning", *extra],
-            prog_name="kedro",
-        )
-    except SystemExit as exc:
-        codes.append(exc.code)
-print("CODES", json.dumps(codes))
-"""
 
 
 @pytest.mark.slow
@@ -150,10 +135,8 @@ def test_add_an_attack_and_add_a_data_set(tmp_path):
         + "frame:\n  attack: {name: frame, target_class: 1, rate: 0.1, seed: 0, stamp: after,\n"
         "           settings: {border: 1, weight: 0.6}}\n"
     )
-    names = json.dumps([n for n, _ in modules])
-    result = python_in(project, "-c", POISON, str(package), names, env=ONE_THREAD)
-    out = result.stdout + result.stderr
-    codes = json.loads(out.split("CODES", 1)[1].split("\n", 1)[0])
+    bad = "frame.attack.settings.weight=1.5"
+    codes, out = run_tutorial(project, package, modules, "data_poisoning", bad)
     assert codes == [0, 1], out[-3000:]
     assert "frame.attack: weight must lie in (0, 1], got 1.5" in " ".join(out.split())
 
