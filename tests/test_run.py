@@ -241,10 +241,11 @@ def tiny_run(tmp_path_factory) -> Path:
 def tiny_dask_run(tmp_path_factory) -> Path:
     """The tiny environment with seeds 0 and 1, run by the Dask runner on a local cluster
     of two worker processes (one torch thread each): the namespaces of the two seeds side
-    by side."""
+    by side.  MLflow tracking is on for this run (off for ``tiny_run``)."""
     project = with_tiny_env(scratch_project(tmp_path_factory.mktemp("tiny_dask_run")))
     dask = ["--runner", "ieu_potion.runner.DaskRunner", "--runner-params", "n_workers=2"]
-    result = kedro(project, "--env", "tiny", "--params", "seeds=2", *dask, env=ONE_THREAD)
+    tracked = {**ONE_THREAD, "IEU_POTION_MLFLOW": "1"}
+    result = kedro(project, "--env", "tiny", "--params", "seeds=2", *dask, env=tracked)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "DaskRunner: started a local cluster" in result.stdout + result.stderr
     return project
@@ -745,6 +746,43 @@ def test_a_dask_run_repeats_the_sequential_run_byte_for_byte(tiny_run, tiny_dask
     assert len(sequential) == 12  # backbone, none, abl, ibau, IEU gate, IEU: weights, spec
     assert {name: dask[name] for name in sequential} == sequential
     assert set(dask) == set(sequential) | {n.replace("seed_0", "seed_1") for n in sequential}
+
+
+def test_a_tracked_run_leaves_parameters_epochs_results_and_report_in_mlflow(
+    tiny_run, tiny_dask_run
+):
+    """The Dask run was tracked (its workers' saves are logged when the run ends): one
+    MLflow run with the parameters, a nested run per namespace and seed with every
+    training's epochs and the results rows, the report and tables as artifacts.  The
+    untracked run has no store."""
+    pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    assert not (tiny_run / "data" / "mlflow").exists(), "tracking is off by default"
+    client = MlflowClient(f"sqlite:///{tiny_dask_run / 'data/mlflow/mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "ieu-potion"]
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FINISHED" and parent.data.tags["env"] == "tiny"
+    assert parent.data.params["seeds"] == "2"
+    assert parent.data.params["badnets_white.attack.rate"] == "0.1"
+    children = {r.data.tags["replicate"]: r for r in runs if r is not parent}
+    assert {"badnets_white.seed_0", "badnets_white.seed_1"} <= set(children)
+    seed_1 = children["badnets_white.seed_1"]
+    assert seed_1.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    run_1 = tiny_dask_run / RUN.replace("seed_0", "seed_1")
+    history = pd.read_csv(run_1 / "ieu_history.csv")
+    logged = client.get_metric_history(seed_1.info.run_id, "ieu/train_loss")
+    assert [(m.step, m.value) for m in logged] == list(
+        zip(history.epoch, history.train_loss, strict=True)
+    )
+    rows = pd.read_parquet(run_1 / "results_ieu.parquet").set_index("metric").value
+    assert seed_1.data.metrics["ieu/attack_success_rate"] == rows["attack_success_rate"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.html", "tables", "figures"} <= artifacts
+    tables = {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
+    assert "tables/main_table.csv" in tables
 
 
 @pytest.mark.slow

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
+from ieu_potion.adapters import tracking
 from ieu_potion.adapters.config_loader import run_source_data
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.io import FolderLock, atomic_write_text
@@ -116,6 +118,78 @@ class RunLockHook:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+class TrackingHook:
+    """Optional MLflow tracking (``adapters.tracking``, docs/tracking.md), off unless
+    ``tracking.yml`` or ``IEU_POTION_MLFLOW=1`` turns it on.  The histories and results
+    tables are logged as each node saves them; whatever a runner's workers saved out of
+    this process's sight (Dask), or an earlier run left for ``--only-missing-outputs``, is
+    logged from the catalog when the run ends, with the reporting layer's files."""
+
+    def __init__(self) -> None:
+        self._config: tracking.TrackingConfig | None = None
+        self._root = "data"
+        self._tracker: tracking.RunTracker | None = None
+        self._pid = 0
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        try:
+            conf = context.config_loader["tracking"]
+        except MissingConfigException:  # a project without tracking.yml: off
+            conf = {}
+        self._config = tracking.tracking_config(conf)
+        root = str(context.config_loader["globals"].get("data_root", "data"))
+        self._root = root if "://" in root else str(Path(context.project_path) / root)
+
+    @hook_impl(trylast=True)  # after the parameters are validated
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        self._tracker = None
+        if self._config is None or not self._config.enabled or distributed.launched_rank():
+            return
+        parameters = catalog.load("parameters") if "parameters" in catalog else {}
+        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        env = run_params.get("env") or "local"
+        self._tracker = tracking.RunTracker.start(
+            self._config,
+            self._root,
+            parameters,
+            run_name=f"{env} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+            tags={"env": env, "command": command[:5000], "host": socket.gethostname()},
+        )
+        self._pid = os.getpid()
+
+    def _active(self) -> tracking.RunTracker | None:
+        return self._tracker if self._pid == os.getpid() else None
+
+    @hook_impl
+    def after_node_run(self, outputs: dict[str, Any]) -> None:
+        if (tracker := self._active()) is not None:
+            for name, data in outputs.items():
+                tracker.log_output(name, data)
+
+    @hook_impl
+    def after_pipeline_run(self, pipeline, catalog) -> None:
+        if (tracker := self._active()) is None:
+            return
+        for name in sorted(pipeline.all_outputs()):
+            dataset = catalog.get(name)
+            if tracker.log_artifact(name, dataset) or name in tracker.logged:
+                continue
+            _, own = tracking.replicate_of(name)
+            if (own.endswith("_history") or own.startswith("results_")) and _all_exist(
+                catalog, [name]
+            ):
+                tracker.log_output(name, catalog.load(name))
+        tracker.finish("FINISHED")
+        self._tracker = None
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        if (tracker := self._active()) is not None:
+            tracker.finish("FAILED")
+            self._tracker = None
 
 
 class CleanupBeforeRunHook:

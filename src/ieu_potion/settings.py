@@ -7,6 +7,7 @@ from ieu_potion.hooks import (
     CleanupBeforeRunHook,
     ProgressHook,
     RunLockHook,
+    TrackingHook,
     ValidateBeforeRunHook,
 )
 
@@ -21,7 +22,18 @@ warnings.filterwarnings(
     "ignore", message=r"One or more dataset names contain '\.'", category=UserWarning
 )
 
-HOOKS = (RunLockHook(), ValidateBeforeRunHook(), CleanupBeforeRunHook(), ProgressHook())
+HOOKS = (
+    RunLockHook(),
+    ValidateBeforeRunHook(),
+    CleanupBeforeRunHook(),
+    ProgressHook(),
+    TrackingHook(),
+)
 
 CONFIG_LOADER_CLASS = ProjectConfigLoader
-CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # conf/<env>/tracking.yml: optional MLflow tracking (docs/tracking.md)
+    "config_patterns": {"tracking": ["tracking*", "tracking*/**"]},
+}

@@ -194,6 +194,12 @@ class _FileDataset(AbstractDataset):
     def _exists(self) -> bool:
         return self._filepath.is_file()
 
+    @property
+    def file(self) -> AnyPath:
+        """The data set's file (a table's CSV, a model's folder): what experiment
+        tracking copies."""
+        return self._filepath
+
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
 
