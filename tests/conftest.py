@@ -1,8 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ieu_potion.data.imageset import ImageSet
 from tests.browser import Browser, browser_required, chromium_path
+from tests.test_run import ONE_THREAD, kedro, scratch_project, with_tiny_env
 
 
 @pytest.fixture
@@ -24,3 +27,13 @@ def browser(tmp_path):
     chrome = Browser(tmp_path)
     yield chrome
     chrome.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The tiny environment (tests/test_run.py) run once by the sequential runner, one
+    torch thread; the tests that use it only read what it wrote."""
+    project = with_tiny_env(scratch_project(tmp_path_factory.mktemp("tiny_run")))
+    result = kedro(project, "--env", "tiny", env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ieu_potion.data import ImageSet
-from ieu_potion.pipelines.reporting.pipeline import FIGURES
+from ieu_potion.reporting.figures import BUILT_IN as FIGURES
 from ieu_potion.results import RESULT_COLUMNS
 from tests.badinput import bad_input
 from tests.data.test_cifar10 import make_cifar_folder
@@ -225,16 +225,8 @@ def tiny_project(project):
 
 # The whole tiny run is shared by the end-to-end tests that only read what it wrote (it
 # is not modified; a test that runs more works in a fresh copy): once with the
-# sequential runner, once with the Dask runner and two seeds.
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """The tiny environment run once by the sequential runner, one torch thread."""
-    project = with_tiny_env(scratch_project(tmp_path_factory.mktemp("tiny_run")))
-    result = kedro(project, "--env", "tiny", env=ONE_THREAD)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return project
+# sequential runner (`tiny_run`, in conftest.py: the tutorials' tests use it too), once
+# with the Dask runner and two seeds.
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ that says so.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -33,6 +35,35 @@ PALETTE = (
     "#bcbd22",
 )
 CDF_POINTS = 400  # points per curve: enough for the shape, small enough for the report
+
+# The report's own figures, in the report's order (each saved as ``<name>_figure``).
+BUILT_IN = (
+    "ca_asr",
+    "gate_confidence_cdf",
+    "gate_history",
+    "healed_vs_share",
+    "healed_vs_damage",
+    "ptn_tradeoff",
+    "timing",
+)
+# Figures added by users (docs/tutorials/add_a_report_figure.md): builders of the run's
+# results rows, by name; the reporting pipeline gives each a node, and the report shows
+# them after its own, in the order they were registered.
+ADDED: dict[str, Callable[[pd.DataFrame], go.Figure]] = {}
+FIGURE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def register_figure(builder: Callable[[pd.DataFrame], go.Figure]):
+    """Add ``builder`` (the results rows, long format -> a figure with a reading) to the
+    report under its function name; a decorator."""
+    name = builder.__name__
+    if not FIGURE_NAME.fullmatch(name):
+        raise ValueError(f"a figure's name must match {FIGURE_NAME.pattern}, got {name!r}")
+    if name in BUILT_IN or (name in ADDED and ADDED[name] is not builder):
+        taken = ", ".join(repr(n) for n in (*BUILT_IN, *ADDED))
+        raise ValueError(f"a report figure named {name!r} exists already; taken: {taken}")
+    ADDED[name] = builder
+    return builder
 
 
 def with_reading(figure: go.Figure, title: str, reading: str) -> go.Figure:

@@ -18,16 +18,6 @@ from ieu_potion.pipelines.templating import Replicate, bound, configuration
 from ieu_potion.reporting import figures
 from ieu_potion.results import split_replicate
 
-FIGURES = (
-    "ca_asr",
-    "gate_confidence_cdf",
-    "gate_history",
-    "healed_vs_share",
-    "healed_vs_damage",
-    "ptn_tradeoff",
-    "timing",
-)
-
 
 def _outputs(upstream: Pipeline, suffix: str) -> dict[str, str]:
     """replicate (``<ns>.seed_<s>``) -> dataset for every output named ``<...>.<suffix>``."""
@@ -126,6 +116,10 @@ def create_pipeline(params: dict[str, Any], upstream: Pipeline) -> Pipeline:
                 name="ptn_tradeoff_figure",
             ),
             node(figures.timing, "results_long", "timing_figure", name="timing_figure"),
+            *(
+                node(builder, "results_long", f"{name}_figure", name=f"{name}_figure")
+                for name, builder in figures.ADDED.items()
+            ),
             node(
                 bound(nodes.report, galleries=len(galleries)),
                 [
@@ -135,7 +129,7 @@ def create_pipeline(params: dict[str, Any], upstream: Pipeline) -> Pipeline:
                     "potion_table",
                     "potion_reproduction",
                     "potion_orderings",
-                    *(f"{name}_figure" for name in FIGURES),
+                    *(f"{name}_figure" for name in (*figures.BUILT_IN, *figures.ADDED)),
                     *galleries.values(),
                 ],
                 "report_html",
