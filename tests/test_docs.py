@@ -24,6 +24,7 @@ MADE_BY_THE_USER = {
     "src/ieu_potion/defences/loss_filter.py",
     "src/ieu_potion/attacks/frame.py",
     "src/ieu_potion/adapters/arrays_source.py",
+    "src/ieu_potion/reporting/accuracy_vs_asr.py",
 }
 
 
