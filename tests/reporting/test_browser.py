@@ -1,4 +1,10 @@
-"""report.html in headless Chromium: the figures render and no script fails."""
+"""report.html in headless Chromium: the figures render and no script fails; the
+README's picture of a report is made from one."""
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
 
 from ieu_potion.reporting import figures
 from ieu_potion.reporting.report import Section, render
@@ -46,3 +52,19 @@ def test_the_harness_reports_script_errors(browser, tmp_path):
     page.write_text("<html><body><script>throw new Error('boom')</script><p>x</p></body></html>")
     log = browser.open(page.as_uri(), "document.querySelector('p')")
     assert any("boom" in e for e in log.script_errors)
+
+
+def test_the_readme_picture_is_made_from_a_report(browser, tmp_path):
+    """scripts/report_png.py renders a report to a PNG of the asked size (the README's
+    docs/img/report.png is made by it)."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "report_png.py"
+    out = tmp_path / "img" / "report.png"
+    args = [str(report_page(tmp_path)), str(out), "--width", "640", "--height", "480"]
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    payload = out.read_bytes()
+    assert payload[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", payload[16:24]) == (640, 480)  # the IHDR chunk's size
+    missing = [str(tmp_path / "absent.html"), str(out)]
+    result = subprocess.run([sys.executable, str(script), *missing], capture_output=True, text=True)
+    assert result.returncode == 1 and "no report at" in result.stderr
