@@ -319,6 +319,31 @@ REFUSALS = [
             "`train/<class>/...` and `test/<class>/...`",
         ],
     ),
+    refusal(
+        bad_input(
+            "`--params badnets_white.attack.target_class=10` on a source of 10 classes",
+            "refused before any work, naming the parameter, the catalog entry and its classes",
+        ),
+        *("--env", "tiny", "--params", "badnets_white.attack.target_class=10"),
+        says=[
+            "badnets_white.attack.target_class: 10 is no class of 'source_images', which has "
+            "10 (0 to 9)"
+        ],
+    ),
+    refusal(
+        bad_input(
+            "`badnets_white.attack.count=5000` on a source of 1438 training images",
+            "refused before any work, naming the parameter, the catalog entry and its size",
+        ),
+        "--env",
+        "tiny",
+        "--params",
+        "badnets_white.attack.rate=null,badnets_white.attack.count=5000",
+        says=[
+            "badnets_white.attack.count: 5000 poisoned samples asked, but 'source_images' "
+            "has 1438 training images"
+        ],
+    ),
 ]
 
 

@@ -20,7 +20,7 @@ from ieu_potion.adapters.config_loader import run_source_data
 from ieu_potion.data.errors import DataLayoutError
 from ieu_potion.io import FolderLock, atomic_write_text
 from ieu_potion.results import fingerprint
-from ieu_potion.schema import typed_blocks, validate_parameters
+from ieu_potion.schema import check_source_fit, typed_blocks, validate_parameters
 from ieu_potion.training import distributed
 from ieu_potion.training.engine import set_deterministic
 
@@ -220,18 +220,19 @@ class ValidateBeforeRunHook:
     switched on where ``deterministic: true``, the torchrun ranks join their process
     group where ``distributed: true`` (and leave it when the run ends), and source data
     sets are asked whether they can load (path, layout); a failure names the catalog
-    entry.
+    entry.  A source that knows its class count and size without loading its images
+    (``extent``) has the poisoning settings checked against them (``target_class``,
+    ``count``: ``schema.check_source_fit``).
     """
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
+        params = None
         if "parameters" in catalog:
             params = validate_parameters(catalog.load("parameters"))
             for name, block in typed_blocks(params).items():
                 if name in catalog:  # the parameter's MemoryDataset now holds the object
                     catalog.get(name).save(block)
-            set_deterministic(params.deterministic)
-            distributed.join(params.distributed)
         for name in sorted(pipeline.inputs()):
             if name.startswith("params:") or name == "parameters":
                 continue
@@ -243,6 +244,11 @@ class ValidateBeforeRunHook:
                     raise DataLayoutError(
                         f"catalog entry {name!r} ({type(dataset).__name__}) cannot load: {exc}"
                     ) from exc
+            if hasattr(dataset, "extent") and params is not None:
+                check_source_fit(params, *dataset.extent(), name)
+        if params is not None:
+            set_deterministic(params.deterministic)
+            distributed.join(params.distributed)
         log.info("inputs of %d nodes checked", len(pipeline.nodes))
 
     @hook_impl

@@ -342,3 +342,28 @@ def typed_blocks(params: Parameters) -> dict[str, Any]:
     for name, block in params.namespaces().items():
         visit(block, name)
     return found
+
+
+def check_source_fit(
+    params: Parameters, classes: int | None, train_images: int | None, source: str
+) -> None:
+    """Refuse, before any work, the poisoning settings that the source data set ``source``
+    (a catalog entry, with ``classes`` classes and at most ``train_images`` training
+    images; None where unknown) cannot meet: a ``target_class`` that is no class of it,
+    a ``count`` of poisoned samples beyond its training images.  The poisoning node
+    checks ``count`` again against the finetuning split, which is smaller."""
+    problems = []
+    for name in params.data_poisoning.attacks:
+        attack = params.namespaces()[name].attack
+        if classes is not None and attack.target_class >= classes:
+            problems.append(
+                f"{name}.attack.target_class: {attack.target_class} is no class of {source!r}, "
+                f"which has {classes} (0 to {classes - 1})"
+            )
+        if train_images is not None and attack.count is not None and attack.count > train_images:
+            problems.append(
+                f"{name}.attack.count: {attack.count} poisoned samples asked, but {source!r} "
+                f"has {train_images} training images"
+            )
+    if problems:
+        raise ParameterError("; ".join(problems))

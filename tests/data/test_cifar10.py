@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ieu_potion.data import DataLayoutError
-from ieu_potion.data.cifar10 import read_cifar10
+from ieu_potion.data.cifar10 import most_train_images, read_cifar10
 
 
 def write_batch(path, images_hwc, labels):
@@ -44,6 +44,8 @@ def test_reads_a_subset_of_batches_of_any_length(tmp_path):
     np.testing.assert_array_equal(data["train"].labels[:5], parts[0][1])
     np.testing.assert_array_equal(data["test"].images, test_images)
     assert data["train"].class_names[0] == "airplane" and data["train"].num_classes == 10
+    bound = most_train_images(tmp_path / "cifar-10-batches-py")  # before any batch is read
+    assert 8 <= bound < 16  # an upper bound: each file's labels and keys add a row or two
 
 
 class _Exploit:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ieu_potion.data.digits import make_digits
+from ieu_potion.data.digits import make_digits, train_size
 
 
 def test_cluttered_digits_shapes_and_determinism():
@@ -17,6 +17,9 @@ def test_copies_multiply_and_clutter_adds_texture():
     plain = make_digits(style="plain", copies=1, test_copies=1)
     clutter = make_digits(copies=2, test_copies=1)
     assert len(clutter["train"]) == 2 * len(plain["train"])
+    # known before any image is built, for the run's checks
+    assert train_size(copies=2) == len(clutter["train"]) and train_size(copies=1) == 1438
+    assert train_size(copies=1, test_fraction=0.5) == 899  # 898.5 test digits round to 898
     # A plain digit sits on a black background; a cluttered one on a photograph.
     assert np.median(plain["train"].images[:, 0, 0]) == 0
     assert np.median(clutter["train"].images[:, 0, 0]) > 20

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from ieu_potion.data import DataLayoutError
-from ieu_potion.data.folders import read_image_folders
+from ieu_potion.data.folders import extent, read_image_folders
 from tests.badinput import bad_input
 
 
@@ -24,12 +24,14 @@ def test_imagenette_layout_with_val_split(tmp_path):
     assert data["train"].class_names == ("n01", "n02", "n03")
     assert sorted(set(data["test"].labels)) == [0, 2] and len(data["test"]) == 4
     assert (data["train"].images[data["train"].labels == 1][..., 0] == 40).all()
+    assert extent(tmp_path) == (3, 12)
 
 
 def test_tinyimagenet_style_nested_images_and_holdout(tmp_path):
     make_folder(tmp_path, "train", ["a", "b"], per_class=5, nested="images", suffix=".JPEG")
     data = read_image_folders(tmp_path, image_size=8, test_dir=None, test_fraction=0.2, seed=1)
     assert len(data["train"]) == 8 and len(data["test"]) == 2
+    assert extent(tmp_path, test_dir=None, test_fraction=0.2) == (2, 8), "from the listing"
 
 
 def test_gtsrb_style_ppm_files(tmp_path):

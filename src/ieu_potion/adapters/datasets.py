@@ -56,6 +56,12 @@ class _SourceDataset(AbstractDataset[None, dict[str, ImageSet]]):
     def check(self) -> None:
         """Raise ``DataLayoutError`` or ``ValueError`` if ``load`` cannot work."""
 
+    def extent(self) -> tuple[int | None, int | None]:
+        """(class count, training images, or an upper bound on them) as far as they are
+        known without loading the images (None where not), after ``check``: the run's
+        parameters are checked against them before any work."""
+        return None, None
+
 
 class DigitsDataset(_SourceDataset):
     """scikit-learn digits, plain or composited over scikit-image photographs (offline)."""
@@ -74,6 +80,9 @@ class DigitsDataset(_SourceDataset):
         merged = {**defaults, **self._settings}
         merged.pop("seed")
         digits.check_settings(**merged)
+
+    def extent(self) -> tuple[int, int]:
+        return digits.CLASSES, digits.train_size(**self._settings)
 
     def load(self) -> dict[str, ImageSet]:
         return digits.make_digits(**self._settings)
@@ -130,6 +139,9 @@ class Cifar10Dataset(_FolderSource):
         """The batch files exist, are regular files and are under the size limit."""
         cifar10.check_folder(self._folder())
 
+    def extent(self) -> tuple[int, int]:
+        return len(cifar10.CLASS_NAMES), cifar10.most_train_images(self._folder())
+
     def load(self) -> dict[str, ImageSet]:
         return cifar10.read_cifar10(self._folder())
 
@@ -167,6 +179,9 @@ class ImageFolderDataset(_FolderSource):
                 raise DataLayoutError(
                     f"folder {str(where)!r} does not exist; expected {self._layout()}"
                 )
+
+    def extent(self) -> tuple[int, int]:
+        return folders.extent(self._folder(), **self._kwargs)
 
     def load(self) -> dict[str, ImageSet]:
         return folders.read_image_folders(self._folder(), **self._kwargs)

@@ -110,6 +110,12 @@ def check_folder(root: str | Path) -> None:
         _check_batch_file(path)
 
 
+def most_train_images(root: str | Path) -> int:
+    """An upper bound on the training images of the CIFAR-10 folder ``root`` without
+    reading a batch: each image takes at least its 3072 pixel bytes of a batch file."""
+    return sum(_check_batch_file(path) // ROW_VALUES for path in train_batch_files(Path(root)))
+
+
 def _check_batch_file(path: Path) -> int:
     """The size of the batch file ``path``; refuse anything but a regular file under the
     size limit."""

@@ -35,6 +35,17 @@ STYLES = ("plain", "cluttered")
 CLASS_NAMES = tuple(str(d) for d in range(10))
 
 
+# scikit-learn's digits: 1797 8x8 glyphs of the 10 digits.
+DIGITS = 1797
+CLASSES = 10
+
+
+def train_size(copies: int = 4, test_fraction: float = 0.2, **_: object) -> int:
+    """How many training images ``make_digits`` builds with these settings (the other
+    settings change the pictures, not their number)."""
+    return (DIGITS - int(round(test_fraction * DIGITS))) * copies
+
+
 def check_settings(
     style: str,
     image_size: int,
@@ -109,6 +120,7 @@ def make_digits(
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(glyphs))
+    assert len(glyphs) == DIGITS, "scikit-learn's digits changed size"
     n_test = int(round(test_fraction * len(glyphs)))
     split_ids = {"train": np.sort(order[n_test:]), "test": np.sort(order[:n_test])}
     split_copies = {"train": copies, "test": test_copies}

@@ -294,6 +294,22 @@ def _flatten(files: dict[str, list[Path]], class_index: dict[str, int]):
     return paths, labels
 
 
+def extent(
+    root: str | Path,
+    train_dir: str = "train",
+    test_dir: str | None = "val",
+    test_fraction: float = 0.2,
+    **_: object,
+) -> tuple[int, int]:
+    """(class count, training images) of the folder ``root``, from its listing alone
+    (``read_image_folders`` with the same settings reads that many)."""
+    files = _class_files(Path(root) / train_dir, layout(train_dir, test_dir))
+    images = sum(len(paths) for paths in files.values())
+    if not test_dir:
+        images -= max(1, int(round(test_fraction * images)))
+    return len(files), images
+
+
 def read_image_folders(
     root: str | Path,
     image_size: int,
