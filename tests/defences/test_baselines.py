@@ -1,5 +1,6 @@
 """ABL, I-BAU and AttnBlock pieces on hand-made inputs, and the defence registry."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch import nn
 
 from ieu_potion.config import settings_from_params
 from ieu_potion.data.imageset import ImageSet
-from ieu_potion.defences.abl import isolate, isolation_loss
+from ieu_potion.defences.abl import isolate, isolation_loss, oracle_isolate
 from ieu_potion.defences.attnblock import (
     AttnBlockSettings,
     attention_probabilities,
@@ -208,6 +209,31 @@ def test_every_registered_defence_runs_on_a_tiny_vit(method):
         assert list(outcome.history.phase.unique()) == ["isolation", "finetune", "unlearning"]
 
 
+def test_abl_under_the_ieu_papers_protocol_unlearns_truly_poisoned_samples_with_adam(caplog):
+    poisoned = np.zeros(200, dtype=bool)
+    poisoned[[3, 50, 77, 120, 199]] = True
+    drawn = oracle_isolate(poisoned, 0.01, seed=4)  # 2 of the 5
+    assert len(drawn) == 2 and poisoned[drawn].all()
+    assert (drawn == oracle_isolate(poisoned, 0.01, seed=4)).all(), "seeded"
+    assert set(oracle_isolate(poisoned, 0.5, seed=4)) == {3, 50, 77, 120, 199}, "at most all"
+    assert len(oracle_isolate(np.zeros(10, dtype=bool), 0.5, seed=0)) == 0
+
+    task = tiny_task(tiny_vit())
+    mask = np.zeros(len(task.train), dtype=bool)
+    mask[[1, 2, 30]] = True
+    task = dataclasses.replace(task, train=dataclasses.replace(task.train, poisoned=mask))
+    abl = get_defence("abl")
+    settings = abl.configure(
+        {"isolation": "oracle", "unlearning_optimizer": "adam", "isolation_ratio": 0.05}
+    )
+    with caplog.at_level("INFO"):
+        outcome = run_defence(abl, task, settings)
+    assert outcome.metrics["isolated"] == 2 and outcome.metrics["isolation_precision"] == 1.0
+    assert "by the ground truth (oracle)" in caplog.text
+    with pytest.raises(ValueError, match="abl.isolation: Input should be 'loss' or 'oracle'"):
+        abl.configure({"isolation": "truth"})
+
+
 TINY_VIT = {"name": "vit_tiny_patch16_224", "image_size": 16}
 TINY_VIT["kwargs"] = {"patch_size": 4, "embed_dim": 24, "num_heads": 2, "depth": 2}
 IEU_SETTINGS = {
@@ -263,7 +289,9 @@ def test_a_stage_that_reads_what_no_earlier_stage_makes_is_refused_at_registrati
 
 
 def test_unknown_defence_lists_the_registered_ones():
-    with pytest.raises(ValueError, match="unknown defence 'abll'; valid: abl, attnblock"):
+    with pytest.raises(
+        ValueError, match="unknown defence 'abll'; valid: abl, abl_oracle, attnblock"
+    ):
         get_defence("abll")
     assert {"none", "abl", "ibau", "attnblock"} <= set(DEFENCES)
 

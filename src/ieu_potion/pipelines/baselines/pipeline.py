@@ -1,5 +1,5 @@
 """baselines: per attack namespace, each defence listed in ``baselines.methods`` (the
-registry's names: none, abl, ibau, attnblock) beside the undefended finetune."""
+registry's names: none, abl, abl_oracle, ibau, attnblock) beside the undefended finetune."""
 
 from __future__ import annotations
 
