@@ -15,9 +15,12 @@ from ieu_potion.models import ModelSpec, build_model
 from ieu_potion.reporting.stats import aggregate
 from ieu_potion.reporting.tables import (
     current_rows,
+    ieu_orderings,
+    ieu_reproduction,
     main_table,
     orderings,
     potion_table,
+    published_ieu,
     published_potion,
     reproduction_table,
 )
@@ -173,6 +176,54 @@ def test_orderings_hold_only_where_the_intervals_over_seeds_are_apart():
         method=frame.method.map({"xlf_ptn": "ssd_ptn", "ssd_ptn": "xlf_ptn"}).fillna(frame.method)
     )
     assert orderings(flipped).verdict.iloc[0] == "reversed"
+
+
+def ieu_rows():
+    """Two attacks over three seeds: blend_a learnt by the undefended model, blend_b not;
+    IEU beats I-BAU on ASR everywhere, ABL (oracle) only on average, and at seed 2 ABL
+    has no row for blend_a."""
+    per_seed = {  # method: namespace -> [(CA, ASR)] per seed
+        "none": {
+            "blend_a": [(0.80, 0.95), (0.82, 0.97), (0.81, 0.96)],
+            "blend_b": [(0.8, 0.3)] * 3,
+        },
+        "ieu": {"blend_a": [(0.85, 0.01), (0.84, 0.02), (0.86, 0.01)], "blend_b": [(0.8, 0.1)] * 3},
+        "ibau": {
+            "blend_a": [(0.70, 0.40), (0.72, 0.30), (0.71, 0.35)],
+            "blend_b": [(0.7, 0.1)] * 3,
+        },
+        "abl_oracle": {"blend_a": [(0.80, 0.05), (0.70, 0.60)], "blend_b": [(0.8, 0.2)] * 3},
+    }
+    return pd.concat(
+        key(seed, namespace=namespace).rows(
+            method, {"clean_accuracy": ca, "attack_success_rate": asr}
+        )
+        for method, namespaces in per_seed.items()
+        for namespace, values in namespaces.items()
+        for seed, (ca, asr) in enumerate(values)
+    )
+
+
+def test_the_ieu_comparison_averages_learnt_attacks_over_seeds_beside_the_paper():
+    table = ieu_reproduction(ieu_rows(), published_ieu()).set_index("method")
+    assert list(table.index) == ["none", "ieu", "abl_oracle", "ibau"]
+    assert (table.attacks == 1).all() and (table["not learnt"] == "blend_b (30.0%)").all()
+    assert table.at["ieu", "N (seeds)"] == 3 and table.at["ieu", "ASR"] == pytest.approx(4 / 3)
+    assert table.at["ieu", "CA ±95%"] > 0
+    # the seed at which ABL misses an attack has no average: N 2, one left out
+    assert (table.at["abl_oracle", "N (seeds)"], table.at["abl_oracle", "left out"]) == (2, 1)
+    assert table.at["ieu", "paper cifar10 ASR"] == pytest.approx(0.17)
+    assert math.isnan(table.at["none", "paper cifar10 ASR"])
+    assert table.at["abl_oracle", "paper cifar10 ASR"] == pytest.approx(58.2)
+    assert published_ieu().source.str.contains("arXiv:2410.01128|Li 2024").all()
+
+    verdicts = ieu_orderings(ieu_rows()).set_index("paper's ordering").verdict.to_dict()
+    assert verdicts == {
+        "ieu < abl_oracle": "not resolved",  # two seeds far apart
+        "ieu > abl_oracle": "not resolved",
+        "ieu < ibau": "holds",
+        "ieu > ibau": "holds",
+    }
 
 
 def test_a_table_exists_only_when_every_file_does(tmp_path):

@@ -282,13 +282,108 @@ def orderings(rows: pd.DataFrame) -> pd.DataFrame:
                 a, b = part.loc[better], part.loc[other]
                 scale, unit = (100, "%") if metric == "poison_healed" else (1, " pp")
                 ours = f"{scale * a[metric]:.1f}{unit} vs {scale * b[metric]:.1f}{unit}"
-                side = overlap(a[metric], a[f"{metric}_ci95"], b[metric], b[f"{metric}_ci95"])
-                if side == "apart":
-                    verdict = "holds" if a[metric] > b[metric] else "reversed"
-                else:
-                    verdict = "not resolved"
-                out.append((namespace, what, claim, ours, verdict))
+                out.append((namespace, what, claim, ours, verdict(a, b, metric, higher=True)))
     return pd.DataFrame(out, columns=["namespace", "metric", "paper's ordering", "ours", "verdict"])
+
+
+def verdict(a: pd.Series, b: pd.Series, metric: str, higher: bool) -> str:
+    """Whether ``a`` is better than ``b`` on ``metric`` (higher or lower is better) by
+    their 95% intervals (``aggregate``'s ``<metric>`` and ``<metric>_ci95``): ``holds``
+    where the intervals are apart in that direction, ``reversed`` where apart the other
+    way, ``not resolved`` where they overlap or N = 1 gives no interval."""
+    side = overlap(a[metric], a[f"{metric}_ci95"], b[metric], b[f"{metric}_ci95"])
+    if side != "apart":
+        return "not resolved"
+    return "holds" if (a[metric] > b[metric]) == higher else "reversed"
+
+
+# An attack counts in the IEU comparison's averages where the undefended model learnt it
+# (the benchmark's bar: mean undefended ASR over seeds at least this).
+LEARNT_ASR = 0.8
+PUBLISHED_IEU = "published/ieu_main_averages.csv"
+
+
+def published_ieu() -> pd.DataFrame:
+    """The IEU paper's main-table averages as shipped in ``reporting/published``."""
+    text = resources.files("ieu_potion.reporting").joinpath(PUBLISHED_IEU).read_text("utf-8")
+    return pd.read_csv(io.StringIO(text))
+
+
+def learnt_attacks(results: pd.DataFrame) -> tuple[list[str], dict[str, float]]:
+    """(namespaces whose undefended mean ASR over seeds reaches ``LEARNT_ASR``, the mean
+    undefended ASR of the others)."""
+    frame = per_seed(results, shares=False)
+    if frame.empty or "attack_success_rate" not in frame:
+        return [], {}
+    undefended = frame[frame.method == "none"].groupby("namespace").attack_success_rate.mean()
+    learnt = sorted(undefended.index[undefended >= LEARNT_ASR])
+    return learnt, {ns: float(v) for ns, v in undefended.items() if ns not in learnt}
+
+
+def attack_averages(results: pd.DataFrame) -> pd.DataFrame:
+    """Per method and seed, CA and ASR averaged over the learnt attacks; a seed at which
+    a method misses one of them has no average (NaN, left out of N and counted)."""
+    learnt, _ = learnt_attacks(results)
+    frame = per_seed(results, shares=False)
+    if not learnt:
+        return pd.DataFrame(columns=["method", "seed", *(m for m, _ in MAIN_METRICS)])
+    every = pd.MultiIndex.from_product(
+        [sorted(set(frame.method)), sorted(set(frame.seed))], names=["method", "seed"]
+    )
+    frame = frame[frame.namespace.isin(learnt)]
+    metrics = [m for m, _ in MAIN_METRICS]
+    grouped = frame.groupby(["method", "seed"])
+    means = grouped[metrics].mean()
+    complete = grouped.namespace.nunique() == len(learnt)
+    means.loc[~complete, :] = math.nan
+    return means.reindex(every).reset_index()
+
+
+def ieu_reproduction(results: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """The IEU paper's comparison: per method, CA and ASR (percent) averaged over the
+    attacks the undefended model learnt, mean and 95% interval over seeds (N seeds),
+    beside the paper's averages per data set (``paper <dataset> CA/ASR``; blank where it
+    gives none).  The attacks left out and their undefended ASR are in ``not learnt``."""
+    means = attack_averages(results)
+    if means.empty:
+        return pd.DataFrame({"method": []})
+    learnt, others = learnt_attacks(results)
+    metrics = [m for m, _ in MAIN_METRICS]
+    stats = without_left_out(aggregate(means, ["method"], metrics))
+    table = pd.DataFrame({"method": stats.method, "N (seeds)": stats["clean_accuracy_n"]})
+    table["attacks"] = len(learnt)
+    for metric, label in MAIN_METRICS:
+        table[label] = 100 * stats[metric]
+        table[f"{label} ±95%"] = 100 * stats[f"{metric}_ci95"]
+    table["left out"] = stats["left out"]
+    table["not learnt"] = ", ".join(f"{ns} ({100 * v:.1f}%)" for ns, v in others.items())
+    for dataset, part in published.groupby("dataset", sort=False):
+        part = part.set_index("method")
+        for metric, label in MAIN_METRICS:
+            table[f"paper {dataset} {label}"] = table.method.map(part[metric])
+    return table.set_index("method").loc[method_order(table.method)].reset_index()
+
+
+def ieu_orderings(results: pd.DataFrame) -> pd.DataFrame:
+    """The IEU paper's claims on the averages over learnt attacks: IEU's ASR below, and
+    its CA above, every other defence's, each ``holds``, ``reversed`` or ``not
+    resolved`` by the 95% intervals over seeds."""
+    means = attack_averages(results)
+    columns = ["metric", "paper's ordering", "ours", "verdict"]
+    if means.empty or "ieu" not in set(means.method):
+        return pd.DataFrame(columns=columns)
+    stats = aggregate(means, ["method"], [m for m, _ in MAIN_METRICS]).set_index("method")
+    out = []
+    for other in [m for m in method_order(stats.index) if m not in ("ieu", "none")]:
+        a, b = stats.loc["ieu"], stats.loc[other]
+        for metric, label, higher in (
+            ("attack_success_rate", "ASR", False),
+            ("clean_accuracy", "CA", True),
+        ):
+            claim = f"ieu {'<' if not higher else '>'} {other}"
+            ours = f"{100 * a[metric]:.1f}% vs {100 * b[metric]:.1f}%"
+            out.append((label, claim, ours, verdict(a, b, metric, higher)))
+    return pd.DataFrame(out, columns=columns)
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:

@@ -12,9 +12,12 @@ from ieu_potion.reporting import figures
 from ieu_potion.reporting.report import Section, render
 from ieu_potion.reporting.tables import (
     current_rows,
+    ieu_orderings,
+    ieu_reproduction,
     main_table,
     orderings,
     potion_table,
+    published_ieu,
     published_potion,
     reproduction_table,
 )
@@ -29,12 +32,15 @@ def collect_results(*tables: pd.DataFrame, fingerprints: list[str], configuratio
 
 def summary_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
     """The main CA/ASR table, the Potion Table 1 analogue, the same beside the paper's
-    published values, and which of the paper's orderings hold."""
+    published values, and which of the paper's orderings hold; then IEU's comparison
+    over the learnt attacks beside its paper's averages, and which of its claims hold."""
     return (
         main_table(results),
         potion_table(results),
         reproduction_table(results, published_potion()),
         orderings(results),
+        ieu_reproduction(results, published_ieu()),
+        ieu_orderings(results),
     )
 
 
@@ -59,6 +65,8 @@ def report(
     potion: pd.DataFrame,
     reproduction: pd.DataFrame,
     potion_orderings: pd.DataFrame,
+    ieu_reproduction: pd.DataFrame,
+    ieu_orderings_table: pd.DataFrame,
     *figs: go.Figure,
     galleries: int,
 ) -> str:
@@ -80,6 +88,13 @@ def report(
         "reporting/published/README.md gives the source)": reproduction,
         "The Potion paper's orderings on this run: 'holds' where the 95% intervals over "
         "seeds are apart in the paper's direction": potion_orderings,
+        "IEU reproduction: CA and ASR (percent) averaged over the attacks the undefended "
+        "model learnt (ASR at least 80%), mean ± 95% interval over seeds, beside the IEU "
+        "paper's averages over its 11 attacks (second-hand values: "
+        "reporting/published/README.md); abl_oracle is ABL under that paper's "
+        "protocol": ieu_reproduction,
+        "The IEU paper's claims on this run (IEU's ASR below and CA above each other "
+        "defence's): 'holds' where the 95% intervals are apart": ieu_orderings_table,
         "All results of the current configuration (long format)": results,
     }
     return render(parameters.get("dataset_name", ""), parameters, tables, sections)
