@@ -39,7 +39,7 @@ SHIPPED = ("base", "cifar10", "gtsrb", "vit", "all_attacks", "benchmark", "potio
 
 
 def test_every_shipped_environment_validates():
-    for env in (*SHIPPED, "potion_paper_gtsrb", "potion_paper_cifar10"):
+    for env in (*SHIPPED, "potion_paper_gtsrb", "potion_paper_cifar10", "benchmark_gtsrb"):
         params = validate_parameters(project_config(env)[0])
         assert params.seeds == ([0] if env in SHIPPED[:5] else [0, 1, 2])
         assert set(params.data_poisoning.attacks) <= set(params.namespaces())
@@ -54,7 +54,7 @@ def test_the_benchmark_covers_every_attack_and_defence_and_the_default_a_quick_s
     every = set(grid.namespaces())
     assert len(every) == 15 and set(grid.data_poisoning.attacks) == every
     assert set(grid.ieu_finetune.attacks) == set(grid.baselines.attacks) == every
-    assert set(grid.baselines.methods) == {"none", "abl", "ibau", "attnblock"}
+    assert set(grid.baselines.methods) == {"none", "abl", "abl_oracle", "ibau", "attnblock"}
     assert set(base.data_poisoning.attacks) == {"badnets_white"}  # no ISSBA codec
     assert "abl" not in base.baselines.methods and "ibau" in base.baselines.methods
     assert {"none", "eu", "ssd_ptn", "lf_ptn", "xlf_ptn"} <= set(base.potion.methods)
@@ -87,6 +87,21 @@ def test_the_potion_paper_environments_differ_only_in_their_data():
     assert rates == {"paper_0p2": 0.002, "paper_1": 0.01, "paper_2": 0.02}
     assert {attack.stamp for attack in attacks.values()} == {"after"}
     assert not paper.ieu_finetune.attacks and paper.model.weights.source == "scratch"
+
+
+def test_the_gtsrb_benchmark_is_the_benchmark_grid_on_gtsrbs_data():
+    """conf/benchmark_gtsrb copies conf/benchmark's grid and conf/gtsrb's data (Kedro
+    environments do not stack); this keeps the copies in step."""
+    grid, _ = project_config("benchmark")
+    both, catalog = project_config("benchmark_gtsrb")
+    gtsrb, gtsrb_catalog = project_config("gtsrb")
+    assert catalog["source_images"] == gtsrb_catalog["source_images"]
+    assert both["dataset_name"] == gtsrb["dataset_name"] == "gtsrb"
+    assert both["potion_badnet"] == gtsrb["potion_badnet"]
+    for name in ("dataset_name", "potion_badnet"):
+        both.pop(name), grid.pop(name)
+    grid.pop("digit_copies", None)
+    assert both == grid
 
 
 @pytest.mark.parametrize("env", ["local", "cifar10", "gtsrb"])
