@@ -18,6 +18,17 @@ from ieu_potion.pipelines.templating import Replicate, bound, configuration
 from ieu_potion.reporting import figures
 from ieu_potion.results import split_replicate
 
+# The summary tables, in the order nodes.summary_tables returns them and nodes.report
+# takes them.
+TABLES = (
+    "main_table",
+    "potion_table",
+    "potion_reproduction",
+    "potion_orderings",
+    "ieu_reproduction",
+    "ieu_orderings",
+)
+
 
 def _outputs(upstream: Pipeline, suffix: str) -> dict[str, str]:
     """replicate (``<ns>.seed_<s>``) -> dataset for every output named ``<...>.<suffix>``."""
@@ -81,14 +92,7 @@ def create_pipeline(params: dict[str, Any], upstream: Pipeline) -> Pipeline:
             node(
                 nodes.summary_tables,
                 "results_long",
-                [
-                    "main_table",
-                    "potion_table",
-                    "potion_reproduction",
-                    "potion_orderings",
-                    "ieu_reproduction",
-                    "ieu_orderings",
-                ],
+                list(TABLES),
                 name="summary_tables",
             ),
             node(figures.ca_asr, "results_long", "ca_asr_figure", name="ca_asr_figure"),
@@ -132,12 +136,7 @@ def create_pipeline(params: dict[str, Any], upstream: Pipeline) -> Pipeline:
                 [
                     "parameters",
                     "results_long",
-                    "main_table",
-                    "potion_table",
-                    "potion_reproduction",
-                    "potion_orderings",
-                    "ieu_reproduction",
-                    "ieu_orderings",
+                    *TABLES,
                     *(f"{name}_figure" for name in (*figures.BUILT_IN, *figures.ADDED)),
                     *galleries.values(),
                 ],
