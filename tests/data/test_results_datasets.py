@@ -217,6 +217,14 @@ def test_the_ieu_comparison_averages_learnt_attacks_over_seeds_beside_the_paper(
     assert table.at["abl_oracle", "paper cifar10 ASR"] == pytest.approx(58.2)
     assert published_ieu().source.str.contains("arXiv:2410.01128|Li 2024").all()
 
+    # where no attack is learnt the table says which were not, and nothing is averaged
+    unlearnt = ieu_rows()
+    unlearnt = unlearnt[~((unlearnt.namespace == "blend_a") & (unlearnt.method == "none"))]
+    assert ieu_reproduction(unlearnt, published_ieu()).to_dict("records") == [
+        {"not learnt": "blend_b (30.0%)", "attacks": 0}
+    ]
+    assert ieu_orderings(unlearnt).empty
+
     verdicts = ieu_orderings(ieu_rows()).set_index("paper's ordering").verdict.to_dict()
     assert verdicts == {
         "ieu < abl_oracle": "not resolved",  # two seeds far apart

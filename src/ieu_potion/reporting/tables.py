@@ -345,9 +345,12 @@ def ieu_reproduction(results: pd.DataFrame, published: pd.DataFrame) -> pd.DataF
     beside the paper's averages per data set (``paper <dataset> CA/ASR``; blank where it
     gives none).  The attacks left out and their undefended ASR are in ``not learnt``."""
     means = attack_averages(results)
-    if means.empty:
-        return pd.DataFrame({"method": []})
     learnt, others = learnt_attacks(results)
+    if not learnt:
+        unlearnt = ", ".join(f"{ns} ({100 * v:.1f}%)" for ns, v in others.items())
+        return pd.DataFrame(
+            {"not learnt": [unlearnt or "no undefended model in this run"], "attacks": [0]}
+        )
     metrics = [m for m, _ in MAIN_METRICS]
     stats = without_left_out(aggregate(means, ["method"], metrics))
     table = pd.DataFrame({"method": stats.method, "N (seeds)": stats["clean_accuracy_n"]})
