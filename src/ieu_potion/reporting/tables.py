@@ -309,10 +309,9 @@ def published_ieu() -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text))
 
 
-def learnt_attacks(results: pd.DataFrame) -> tuple[list[str], dict[str, float]]:
+def learnt_attacks(frame: pd.DataFrame) -> tuple[list[str], dict[str, float]]:
     """(namespaces whose undefended mean ASR over seeds reaches ``LEARNT_ASR``, the mean
-    undefended ASR of the others)."""
-    frame = per_seed(results, shares=False)
+    undefended ASR of the others), from the ``per_seed`` rows without a share."""
     if frame.empty or "attack_success_rate" not in frame:
         return [], {}
     undefended = frame[frame.method == "none"].groupby("namespace").attack_success_rate.mean()
@@ -320,11 +319,10 @@ def learnt_attacks(results: pd.DataFrame) -> tuple[list[str], dict[str, float]]:
     return learnt, {ns: float(v) for ns, v in undefended.items() if ns not in learnt}
 
 
-def attack_averages(results: pd.DataFrame) -> pd.DataFrame:
-    """Per method and seed, CA and ASR averaged over the learnt attacks; a seed at which
-    a method misses one of them has no average (NaN, left out of N and counted)."""
-    learnt, _ = learnt_attacks(results)
-    frame = per_seed(results, shares=False)
+def attack_averages(frame: pd.DataFrame, learnt: list[str]) -> pd.DataFrame:
+    """Per method and seed, CA and ASR averaged over the ``learnt`` attacks (``frame``:
+    the ``per_seed`` rows without a share); a seed at which a method misses one of them
+    has no average (NaN, left out of N and counted)."""
     if not learnt:
         return pd.DataFrame(columns=["method", "seed", *(m for m, _ in MAIN_METRICS)])
     every = pd.MultiIndex.from_product(
@@ -344,22 +342,22 @@ def ieu_reproduction(results: pd.DataFrame, published: pd.DataFrame) -> pd.DataF
     attacks the undefended model learnt, mean and 95% interval over seeds (N seeds),
     beside the paper's averages per data set (``paper <dataset> CA/ASR``; blank where it
     gives none).  The attacks left out and their undefended ASR are in ``not learnt``."""
-    means = attack_averages(results)
-    learnt, others = learnt_attacks(results)
+    frame = per_seed(results, shares=False)
+    learnt, others = learnt_attacks(frame)
+    unlearnt = ", ".join(f"{ns} ({100 * v:.1f}%)" for ns, v in others.items())
     if not learnt:
-        unlearnt = ", ".join(f"{ns} ({100 * v:.1f}%)" for ns, v in others.items())
         return pd.DataFrame(
             {"not learnt": [unlearnt or "no undefended model in this run"], "attacks": [0]}
         )
     metrics = [m for m, _ in MAIN_METRICS]
-    stats = without_left_out(aggregate(means, ["method"], metrics))
+    stats = without_left_out(aggregate(attack_averages(frame, learnt), ["method"], metrics))
     table = pd.DataFrame({"method": stats.method, "N (seeds)": stats["clean_accuracy_n"]})
     table["attacks"] = len(learnt)
     for metric, label in MAIN_METRICS:
         table[label] = 100 * stats[metric]
         table[f"{label} ±95%"] = 100 * stats[f"{metric}_ci95"]
     table["left out"] = stats["left out"]
-    table["not learnt"] = ", ".join(f"{ns} ({100 * v:.1f}%)" for ns, v in others.items())
+    table["not learnt"] = unlearnt
     for dataset, part in published.groupby("dataset", sort=False):
         part = part.set_index("method")
         for metric, label in MAIN_METRICS:
@@ -371,7 +369,8 @@ def ieu_orderings(results: pd.DataFrame) -> pd.DataFrame:
     """The IEU paper's claims on the averages over learnt attacks: IEU's ASR below, and
     its CA above, every other defence's, each ``holds``, ``reversed`` or ``not
     resolved`` by the 95% intervals over seeds."""
-    means = attack_averages(results)
+    frame = per_seed(results, shares=False)
+    means = attack_averages(frame, learnt_attacks(frame)[0])
     columns = ["metric", "paper's ordering", "ours", "verdict"]
     if means.empty or "ieu" not in set(means.method):
         return pd.DataFrame(columns=columns)
