@@ -108,19 +108,22 @@ class Ascent(CrossEntropy):
         return -super().loss(model, batch)
 
 
+def isolation_count(ratio: float, samples: int) -> int:
+    """How many samples ABL isolates: the ``ratio`` share of ``samples``, at least one."""
+    return max(1, int(round(ratio * samples)))
+
+
 def isolate(losses: np.ndarray, ratio: float) -> np.ndarray:
     """Indices of the ``ratio`` share (at least one) of samples with the lowest loss."""
-    count = max(1, int(round(ratio * len(losses))))
-    return np.sort(np.argsort(losses, kind="stable")[:count])
+    return np.sort(np.argsort(losses, kind="stable")[: isolation_count(ratio, len(losses))])
 
 
 def oracle_isolate(poisoned: np.ndarray, ratio: float, seed: int) -> np.ndarray:
     """Indices of as many samples as ``isolate`` takes, drawn (seeded) from the truly
     poisoned ones (all of them where fewer are poisoned)."""
-    count = max(1, int(round(ratio * len(poisoned))))
     candidates = np.flatnonzero(poisoned)
     rng = np.random.default_rng(seed)
-    return np.sort(rng.permutation(candidates)[:count])
+    return np.sort(rng.permutation(candidates)[: isolation_count(ratio, len(poisoned))])
 
 
 def per_sample_loss(model, task: Task) -> np.ndarray:
