@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 RUN_CONFIG = ".run_config.json"
 
 
+def data_root(context) -> str:
+    """The run's ``data_root`` (globals.yml): an fsspec URL as it is, a local folder
+    under the project's."""
+    root = str(context.config_loader["globals"].get("data_root", "data"))
+    return root if "://" in root else str(Path(context.project_path) / root)
+
+
 class RunLockHook:
     """One run at a time in a data folder: before anything else (``tryfirst``), the run
     locks its ``data_root`` (``io.FolderLock``), so that a second ``kedro run`` on the same
@@ -47,8 +54,7 @@ class RunLockHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        root = str(context.config_loader["globals"].get("data_root", "data"))
-        self._root = root if "://" in root else str(Path(context.project_path) / root)
+        self._root = data_root(context)
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -140,8 +146,7 @@ class TrackingHook:
         except MissingConfigException:  # a project without tracking.yml: off
             conf = {}
         self._config = tracking.tracking_config(conf)
-        root = str(context.config_loader["globals"].get("data_root", "data"))
-        self._root = root if "://" in root else str(Path(context.project_path) / root)
+        self._root = data_root(context)
 
     @hook_impl(trylast=True)  # after the parameters are validated
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
@@ -177,10 +182,7 @@ class TrackingHook:
             dataset = catalog.get(name)
             if tracker.log_artifact(name, dataset) or name in tracker.logged:
                 continue
-            _, own = tracking.replicate_of(name)
-            if (own.endswith("_history") or own.startswith("results_")) and _all_exist(
-                catalog, [name]
-            ):
+            if tracking.tracked(name) and _all_exist(catalog, [name]):
                 tracker.log_output(name, catalog.load(name))
         tracker.finish("FINISHED")
         self._tracker = None

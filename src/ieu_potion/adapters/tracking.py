@@ -98,6 +98,13 @@ def replicate_of(name: str) -> tuple[str, str]:
     return "", name
 
 
+def tracked(name: str) -> bool:
+    """Whether a data set is logged as metrics: a training history, or a replicate's
+    results table (the reporting layer's whole-run tables are artifacts)."""
+    replicate, own = replicate_of(name)
+    return own.endswith("_history") or (own.startswith("results_") and bool(replicate))
+
+
 def _finite(value: Any) -> float | None:
     try:
         number = float(value)
@@ -224,15 +231,11 @@ class RunTracker:
     def log_output(self, name: str, data: Any) -> bool:
         """Log one saved data set if it is tracked (a history or a results table);
         whether it was."""
+        if name in self.logged or not tracked(name) or not isinstance(data, pd.DataFrame):
+            return False
         replicate, own = replicate_of(name)
-        if name in self.logged or not isinstance(data, pd.DataFrame):
-            return False
-        if own.endswith("_history"):
-            metrics = history_metrics(own, data)
-        elif own.startswith("results_") and replicate:
-            metrics = result_metrics(data)
-        else:
-            return False
+        history = own.endswith("_history")
+        metrics = history_metrics(own, data) if history else result_metrics(data)
         self.log_metrics(self.run_of(replicate), metrics)
         self.logged.add(name)
         return True
