@@ -335,7 +335,7 @@ CASES = [
     ),
     pytest.param(
         [("ieu.defence.gate_epoch", "best")],
-        ["ieu.defence.gate_epoch", "'last' or 'separation'"],
+        ["ieu.defence.gate_epoch", "'consensus', 'last' or 'separation'"],
         marks=bad_input("`ieu.defence.gate_epoch: best`", "ParameterError listing the choices"),
     ),
     pytest.param(

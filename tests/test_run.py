@@ -402,6 +402,7 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_run, tmp_path_factory):
         "06_models/badnets_white/seed_0/ieu/model.safetensors",
         "07_model_output/badnets_white/seed_0/ieu_history.csv",
         "07_model_output/badnets_white/seed_0/gate_confidence.npz",
+        "07_model_output/badnets_white/seed_0/gate_epochs.npz",
         "07_model_output/badnets_white/seed_0/results_ieu.parquet",
     ):
         assert name in files

@@ -261,8 +261,9 @@ def test_ieu_runs_through_the_registry_whole_or_stage_by_stage_alike():
     whole = run_defence(ieu, tiny_task(tiny_vit(), models=models), settings)
 
     task = tiny_task(tiny_vit(), models=models)
-    gate, gate_history = run_stage(ieu, "train_gate", task, settings)
+    gate, gate_history, gate_epochs = run_stage(ieu, "train_gate", task, settings)
     assert list(gate_history.epoch) == [1, 2] and gate_history.kept.sum() == 1
+    assert gate_epochs["confidence"].shape == (2, 33) and gate_epochs["poisoned"].shape == (33,)
     assert len(gate.blocks) == 1  # the backbone cut to gate_depth blocks
     (confidence,) = run_stage(ieu, "gate_threshold", task, settings, ieu_gate=gate)
     assert float(confidence["tau"]) == 0.5 and confidence["confidence"].shape == (33,)

@@ -6,12 +6,15 @@ import torch
 from torch import nn
 
 from ieu_potion.defences.ieu import (
+    GateEpoch,
     IEUConfig,
     IEUObjective,
     UnlearnQueue,
     dynamic_scale,
     gate_scores,
+    keep_gate_epoch,
 )
+from ieu_potion.defences.threshold import otsu_split
 from ieu_potion.training.engine import Batch, StepInfo
 from ieu_potion.training.views import ViewMaker
 from tests.badinput import bad_input
@@ -186,7 +189,10 @@ def test_gate_scores():
     [
         ({"tau": 1.0}, "tau: Input should be 'auto' or less than 1, got 1.0"),
         ({"tau": "always"}, "tau: Input should be 'auto' or a valid number"),
-        ({"gate_epoch": "best"}, "gate_epoch: Input should be 'last' or 'separation', got 'best'"),
+        (
+            {"gate_epoch": "best"},
+            "gate_epoch: Input should be 'consensus', 'last' or 'separation', got 'best'",
+        ),
         ({"gate_depth": 0}, "gate_depth: .* greater than or equal to 1, got 0"),
         (
             {"unlearning_rate": "fast"},
@@ -199,3 +205,30 @@ def test_gate_scores():
 def test_bad_ieu_settings_are_rejected(params, message):
     with pytest.raises(ValueError, match=message):
         IEUConfig.from_params(params)
+
+
+def test_the_kept_gate_epoch_is_replayed_from_the_confidences_alone():
+    """``keep_gate_epoch`` decides from each epoch's confidences: the last epoch where no
+    cut is usable (or with ``last``), else the best agreeing usable epoch."""
+    rng = np.random.default_rng(0)
+    poisoned = np.arange(1000) >= 900
+
+    def epoch(poison_at, tight_part=0):
+        z = rng.normal(-1.0, 0.5, 1000)
+        z[900:] = rng.normal(poison_at, 0.3, 100)
+        z[1000 - tight_part :] = rng.normal(9.0, 0.05, tight_part)  # a tight part, surer
+        return 1 / (1 + np.exp(-z))
+
+    flat = [1 / (1 + np.exp(-rng.normal(0, 1, 1000))) for _ in range(3)]
+    config = IEUConfig.from_params({"min_separation": 20.0})
+    assert keep_gate_epoch(config, flat, 10) == GateEpoch(3, False, {})
+    learnt = [flat[0], epoch(4.0), epoch(1.2, tight_part=33), epoch(4.0), flat[1]]
+    kept = keep_gate_epoch(config, learnt, 10)
+    assert kept.usable and kept.epoch in (2, 4) and set(kept.agreement) == {2, 3, 4}
+    assert np.array_equal(
+        learnt[kept.epoch - 1] > otsu_split(learnt[kept.epoch - 1], 10).tau, poisoned
+    )
+    by_separation = IEUConfig.from_params({"gate_epoch": "separation"})
+    assert keep_gate_epoch(by_separation, learnt, 10).epoch == 3
+    last = IEUConfig.from_params({"gate_epoch": "last"})
+    assert keep_gate_epoch(last, learnt, 10) == GateEpoch(5, False, kept.agreement)

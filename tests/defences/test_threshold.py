@@ -3,7 +3,13 @@ import math
 import numpy as np
 import pytest
 
-from ieu_potion.defences.threshold import logits, otsu_split, text_histogram
+from ieu_potion.defences.threshold import (
+    agreement,
+    choose_epoch,
+    logits,
+    otsu_split,
+    text_histogram,
+)
 
 
 def sigmoid(z):
@@ -92,3 +98,48 @@ def test_a_unimodal_gate_flags_nothing_while_a_confident_minority_is_cut():
     assert strong is not None and np.array_equal(conf > stage_two_tau(config, strong), poisoned)
     relaxed = IEUConfig.from_params({"tau": "auto", "min_separation": 0})
     assert usable(relaxed, weak) is weak
+
+
+def test_agreement_is_the_mean_jaccard_index_with_the_other_epochs():
+    n = 10
+    a = np.arange(n) < 4  # flags 0-3
+    b = np.arange(n) < 2  # flags 0-1: half of a's
+    c = (np.arange(n) >= 2) & (np.arange(n) < 6)  # flags 2-5
+    scores = agreement({1: a, 2: b, 3: c})
+    assert scores[1] == pytest.approx((2 / 4 + 2 / 6) / 2)
+    assert scores[2] == pytest.approx((2 / 4 + 0) / 2)
+    assert scores[3] == pytest.approx((2 / 6 + 0) / 2)
+    assert agreement({7: a}) == {7: 1.0}
+    assert agreement({1: np.zeros(n, bool), 2: np.zeros(n, bool)}) == {1: 1.0, 2: 1.0}
+
+
+def test_consensus_keeps_an_epoch_that_flags_all_the_poison_not_a_tight_part_of_it():
+    """An epoch whose gate is surest of a third of the poison and only half sure of the
+    rest cuts off that third with the highest Fisher's ratio of all epochs, leaving the
+    other poisoned samples, still confident, on the clean side: ``separation`` keeps it,
+    ``consensus`` keeps an epoch that flags the whole group the others flag too."""
+    rng = np.random.default_rng(0)
+    n_clean, n_poison = 900, 100
+    poisoned = np.arange(n_clean + n_poison) >= n_clean
+    epochs = {}
+    for epoch, seed in ((1, 1), (2, 2), (3, 3)):
+        epochs[epoch], _ = two_groups(n_clean, n_poison, seed=seed)
+    clean = rng.normal(-1.0, 0.5, n_clean)
+    part = np.concatenate([rng.normal(1.2, 0.3, 67), rng.normal(9.0, 0.05, 33)])
+    epochs[4] = sigmoid(np.concatenate([clean, part]))
+    splits = {e: otsu_split(c, 10) for e, c in epochs.items()}
+    assert splits[4].flagged == 33  # the tight third alone
+    separation = {e: s.separation for e, s in splits.items()}
+    assert max(separation, key=separation.get) == 4
+    flags = {e: epochs[e] > splits[e].tau for e in epochs}
+    scores = agreement(flags)
+    assert choose_epoch("separation", separation, scores) == 4
+    kept = choose_epoch("consensus", separation, scores)
+    assert kept != 4 and np.array_equal(flags[kept], poisoned)
+    with pytest.raises(ValueError, match="unknown gate_epoch rule 'best'"):
+        choose_epoch("best", separation, scores)
+
+
+def test_consensus_breaks_ties_by_separation():
+    flags = {1: np.array([True, False]), 2: np.array([True, False])}
+    assert choose_epoch("consensus", {1: 30.0, 2: 50.0}, agreement(flags)) == 2

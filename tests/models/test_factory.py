@@ -44,6 +44,9 @@ def test_shallow_vit_copies_the_first_blocks_and_has_a_fresh_head():
     torch.testing.assert_close(gate.patch_embed.proj.weight, robust.patch_embed.proj.weight)
     torch.testing.assert_close(gate.pos_embed, robust.pos_embed)
     assert not torch.equal(gate.head.weight, robust.head.weight)
+    other = shallow_vit(robust, depth=2, num_classes=7)  # a head for another task's classes
+    assert other.spec.num_classes == 7 and other.head.out_features == 7
+    torch.testing.assert_close(other.blocks[1].mlp.fc1.weight, robust.blocks[1].mlp.fc1.weight)
     with pytest.raises(ValueError, match=r"depth must lie in \[1, 3\]"):
         shallow_vit(robust, depth=4)
 

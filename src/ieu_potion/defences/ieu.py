@@ -18,6 +18,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -31,7 +33,13 @@ from ieu_potion import kernels
 from ieu_potion.config import Count, Natural, NonNegative, Positive, settings, settings_from_params
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.registry import Outcome, Stage, Task, register_defence
-from ieu_potion.defences.threshold import Split, otsu_split, text_histogram
+from ieu_potion.defences.threshold import (
+    Split,
+    agreement,
+    choose_epoch,
+    otsu_split,
+    text_histogram,
+)
 from ieu_potion.results import final_metrics
 from ieu_potion.training import distributed
 from ieu_potion.training.engine import (
@@ -52,7 +60,7 @@ log = logging.getLogger(__name__)
 
 RATE_FLOOR = 0.2
 RATE_CEILING = 6.0
-GATE_EPOCHS = ("last", "separation")
+GATE_EPOCHS = ("consensus", "last", "separation")
 
 
 @settings
@@ -62,8 +70,9 @@ class IEUConfig:
     # a number in (0, 1), the paper's fixed threshold, or "auto": chosen from the gate's
     # confidences after stage 1 (threshold.py)
     tau: Literal["auto"] | Annotated[float, Strict(), Field(gt=0, lt=1)] = "auto"
-    # separation: the stage-1 epoch that separates best; last: the paper's
-    gate_epoch: Literal[GATE_EPOCHS] = "separation"
+    # consensus: the usable stage-1 epoch whose flags agree best with the other usable
+    # epochs'; separation: the best separated one; last: the paper's
+    gate_epoch: Literal[GATE_EPOCHS] = "consensus"
     # tau auto: the least separation (Fisher's ratio) a cut needs to be used; below it
     # nothing is flagged (docs/ieu.md: 6.2-13.6 measured without a learned backdoor)
     min_separation: NonNegative = 20.0
@@ -376,34 +385,63 @@ def gate_confidences(gate: nn.Module, train: ImageSet) -> dict[str, np.ndarray]:
     }
 
 
-def train_gate(task: Task, settings: IEUSettings) -> tuple[nn.Module, pd.DataFrame]:
+@dataclass(frozen=True)
+class GateEpoch:
+    """The stage-1 epoch ``gate_epoch`` keeps (1-based), whether its cut is usable, and per
+    epoch with a usable cut its ``agreement`` (threshold.py)."""
+
+    epoch: int
+    usable: bool
+    agreement: dict[int, float]
+
+
+def keep_gate_epoch(config: IEUConfig, confidences: Sequence[np.ndarray], least: int) -> GateEpoch:
+    """Which epoch's gate stage 2 uses, from the gate's confidences on the training set
+    after each epoch (no ground truth): ``last``, or among the epochs whose cut is usable
+    the best agreeing (``consensus``) or best separated (``separation``); the last epoch
+    where none is usable."""
+    cuts: dict[int, Split] = {}
+    flags: dict[int, np.ndarray] = {}  # as stage 2 would flag with that epoch's gate
+    for epoch, conf in enumerate(confidences, start=1):
+        _, split, tau = choose_tau(config, conf, least)
+        if split:
+            cuts[epoch], flags[epoch] = split, conf > tau
+    agreements = agreement(flags)
+    last = len(confidences)
+    if config.gate_epoch == "last" or not cuts:
+        return GateEpoch(last, last in cuts, agreements)
+    separations = {epoch: split.separation for epoch, split in cuts.items()}
+    return GateEpoch(choose_epoch(config.gate_epoch, separations, agreements), True, agreements)
+
+
+def train_gate(
+    task: Task, settings: IEUSettings
+) -> tuple[nn.Module, pd.DataFrame, dict[str, np.ndarray]]:
     """Stage 1: the shallow poisoned module, plain CE on the unaugmented view, from the
     task's gate backbone (or its backbone) cut to ``gate_depth`` blocks.
 
     After each epoch the gate's confidences on the training set are split as ``tau: auto``
-    would split them (no ground truth); the history records the separation, that tau and
-    the flags' precision/recall against the ground truth (scoring only).
-    ``gate_epoch: separation`` keeps the epoch that separates best, ``last`` the final
-    one; stage 2 freezes the gate kept."""
+    would split them (no ground truth); the history records the separation, that tau, the
+    flags' precision/recall against the ground truth (scoring only) and, for the epochs
+    with a usable cut, their agreement; ``keep_gate_epoch`` chooses the gate stage 2
+    freezes.  The third output holds every epoch's confidences (``confidence``, epochs x
+    samples) with the poison flags, from which ``scripts/gate_sensitivity.py`` replays the
+    choice under other settings."""
     config = settings.defence
     training = task.replicate(settings.gate_training)
     least = min_flagged(config, task.recipe.batch_size)
     start = task.backbone if task.gate_backbone is None else task.gate_backbone
-    gate = make_gate(start, task.models.gate, config.gate_depth, training.seed)
-    best: dict[str, Any] = {"epoch": 0, "separation": -math.inf}
-    epoch = 0
+    gate = make_gate(
+        start, task.models.gate, config.gate_depth, training.seed, task.train.num_classes
+    )
+    confidences: list[np.ndarray] = []
+    states: list[dict[str, torch.Tensor]] = []
 
     def evaluate(g: nn.Module) -> dict[str, float]:
-        nonlocal epoch
-        epoch += 1
         conf = gate_confidences(g, task.train)["confidence"]
-        raw, split, tau = choose_tau(config, conf, least)
-        if split and split.separation > best["separation"]:
-            best.update(
-                epoch=epoch,
-                separation=split.separation,
-                state={k: v.detach().clone() for k, v in g.state_dict().items()},
-            )
+        confidences.append(conf)
+        states.append({k: v.detach().clone() for k, v in g.state_dict().items()})
+        raw, _, tau = choose_tau(config, conf, least)
         return {
             "separation": raw.separation if raw else math.nan,
             "gate_tau": tau,
@@ -420,27 +458,27 @@ def train_gate(task: Task, settings: IEUSettings) -> tuple[nn.Module, pd.DataFra
         name="gate",
     )
     table = history.table()
-    kept = len(table)
-    if config.gate_epoch == "separation":
-        if best["epoch"]:
-            gate.load_state_dict(best["state"])
-            kept = best["epoch"]
-        else:
-            log.warning(
-                "gate: no epoch left a confident minority of >= %d samples separated by "
-                ">= %g; keeping the last",
-                least,
-                config.min_separation,
-            )
-    table["kept"] = table.epoch == kept
+    kept = keep_gate_epoch(config, confidences, least)
+    if not kept.usable and config.gate_epoch != "last":
+        log.warning(
+            "gate: no epoch left a confident minority of >= %d samples separated by "
+            ">= %g; keeping the last",
+            least,
+            config.min_separation,
+        )
+    gate.load_state_dict(states[kept.epoch - 1])
+    table["agreement"] = table.epoch.map(kept.agreement).astype(float)
+    table["kept"] = table.epoch == kept.epoch
     log.info(
-        "gate: kept epoch %d of %d (gate_epoch %s, separation %.3g)",
-        kept,
+        "gate: kept epoch %d of %d (gate_epoch %s, separation %.3g, agreement %.3g)",
+        kept.epoch,
         len(table),
         config.gate_epoch,
-        table.separation.iloc[kept - 1],
+        table.separation.iloc[kept.epoch - 1],
+        table.agreement.iloc[kept.epoch - 1],
     )
-    return gate, table
+    epochs = {"confidence": np.stack(confidences), "poisoned": task.train.poisoned}
+    return gate, table, epochs
 
 
 def gate_threshold(
@@ -482,7 +520,7 @@ def gate_threshold(
     needs=("models",),
     block="ieu",
     stages=(
-        Stage("train_gate", train_gate, outputs=("ieu_gate", "gate_history")),
+        Stage("train_gate", train_gate, outputs=("ieu_gate", "gate_history", "gate_epochs")),
         Stage("gate_threshold", gate_threshold, outputs=("gate_confidence",), inputs=("ieu_gate",)),
     ),
     inputs=("ieu_gate", "gate_confidence"),

@@ -11,13 +11,20 @@ falls in.
 
 How well the two groups stand apart is Fisher's ratio (mean gap)^2 / (pooled within-group
 variance); unlike Otsu's explained-variance share it does not favour cuts into equal
-halves, so a small, tight, confident group scores high.  ``train_gate`` uses it to keep
-the gate epoch whose confidences separate best (``gate_epoch: separation``).
+halves, so a small, tight, confident group scores high.  ``gate_epoch: separation`` keeps
+the gate epoch whose confidences separate best by it.
+
+That maximum rewards a cut that isolates a tight sub-cluster of the poison and leaves the
+rest, still confident, on the clean side.  ``gate_epoch: consensus`` (``agreement``) keeps
+instead the epoch whose flagged set agrees best with the sets the other usable epochs
+flagged: the poison is the group flagged epoch after epoch, and an epoch that flags only
+part of it, or flags clean samples besides, stands apart from the others.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +82,37 @@ def otsu_split(confidence: np.ndarray, min_flagged: int) -> Split | None:
         flagged=int(high[k]),
         total=n,
     )
+
+
+def agreement(flags: Mapping[int, np.ndarray]) -> dict[int, float]:
+    """Per epoch, the mean Jaccard index (shared flags / flags of either) of its flagged
+    set with every other epoch's in ``flags`` (epoch: boolean array over the training
+    set); 1.0 for a lone epoch."""
+    sets = {epoch: np.flatnonzero(flagged) for epoch, flagged in flags.items()}
+    means = {}
+    for epoch, mine in sets.items():
+        overlaps = []
+        for other, theirs in sets.items():
+            if other != epoch:
+                shared = len(np.intersect1d(mine, theirs, assume_unique=True))
+                either = len(mine) + len(theirs) - shared
+                overlaps.append(shared / either if either else 1.0)
+        means[epoch] = float(np.mean(overlaps)) if overlaps else 1.0
+    return means
+
+
+def choose_epoch(
+    rule: str, separation: Mapping[int, float], agreements: Mapping[int, float]
+) -> int:
+    """The epoch ``gate_epoch: <rule>`` keeps among the usable ones (the keys of
+    ``separation``, by Fisher's ratio; ``agreements`` from ``agreement``): ``separation``
+    the best separated; ``consensus`` the one that agrees best, ties to the better
+    separated."""
+    if rule == "separation":
+        return max(separation, key=lambda e: separation[e])
+    if rule == "consensus":
+        return max(separation, key=lambda e: (agreements[e], separation[e]))
+    raise ValueError(f"unknown gate_epoch rule {rule!r}: consensus or separation")
 
 
 def text_histogram(confidence: np.ndarray, tau: float, bins: int = 10) -> str:

@@ -15,7 +15,7 @@ import difflib
 import functools
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,17 +179,21 @@ def normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...
     return tuple(cfg.get("mean", (0.5, 0.5, 0.5))), tuple(cfg.get("std", (0.5, 0.5, 0.5)))
 
 
-def shallow_vit(robust: nn.Module, depth: int) -> nn.Module:
+def shallow_vit(robust: nn.Module, depth: int, num_classes: int | None = None) -> nn.Module:
     """The poisoned module: the robust ViT truncated to ``depth`` blocks, fresh head.
 
     Patch embedding, tokens, position embedding, the first ``depth`` blocks and the final
-    norm are copied from ``robust``; the classification head is newly initialised.
+    norm are copied from ``robust``; the classification head is newly initialised, for
+    ``num_classes`` (default: the robust ViT's).
     """
     if not is_vit(robust):
         raise ValueError("shallow_vit needs a timm VisionTransformer to truncate")
     if not 1 <= depth <= len(robust.blocks):
         raise ValueError(f"depth must lie in [1, {len(robust.blocks)}], got {depth}")
-    gate = build_model(robust.spec.with_kwargs(depth=depth))
+    spec = robust.spec.with_kwargs(depth=depth)
+    if num_classes is not None:
+        spec = replace(spec, num_classes=num_classes)
+    gate = build_model(spec)
     state = {
         k: v
         for k, v in robust.state_dict().items()

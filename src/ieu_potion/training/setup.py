@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import Field, Strict, model_validator
 from torch import nn
 
@@ -89,10 +90,32 @@ class PretrainParams(Block):
     train: TrainConfig
 
 
+GATE_OBJECTIVES = ("task", "rotation")
+
+
 class GatePretrainParams(PretrainParams):
     """``model.gate_pretrain``: the gate's pretraining, then truncation."""
 
     depth: Count = Field(description="ViT blocks pretrained (then truncated to gate_depth)")
+    objective: Literal[GATE_OBJECTIVES] = Field(
+        "task",
+        description="task: the clean split's labels | rotation: which quarter turn each "
+        "clean image was given (self-supervised: the gate does not know the task's classes)",
+    )
+
+
+ROTATIONS = ("0 deg", "90 deg", "180 deg", "270 deg")
+
+
+def rotation_task(images: ImageSet) -> ImageSet:
+    """Every image of ``images`` turned by 0, 90, 180 and 270 degrees, labelled with its
+    turn (a self-supervised task: the original labels are dropped)."""
+    height, width = images.image_size
+    if height != width:
+        raise ValueError(f"the rotation objective needs square images, got {height}x{width} px")
+    turned = [np.rot90(images.images, k, axes=(1, 2)) for k in range(len(ROTATIONS))]
+    labels = np.repeat(np.arange(len(ROTATIONS)), len(images))
+    return ImageSet.clean(np.concatenate(turned), labels, ROTATIONS)
 
 
 class ModelBlock(Block):
@@ -172,11 +195,13 @@ def prepare_backbone(
     return model, history
 
 
-def make_gate(backbone: nn.Module, gate: ModelParams, depth: int, seed: int) -> nn.Module:
+def make_gate(
+    backbone: nn.Module, gate: ModelParams, depth: int, seed: int, num_classes: int
+) -> nn.Module:
     """The poisoned module: the backbone ViT truncated to ``depth`` blocks with a fresh
-    head, or, where the robust module is no ViT, the configured ViT from scratch; its new
-    weights are drawn from ``seed``."""
+    head for ``num_classes``, or, where the backbone is no ViT, the configured ViT from
+    scratch; its new weights are drawn from ``seed``."""
     seed_everything(seed)
     if is_vit(backbone):
-        return shallow_vit(backbone, depth)
-    return build_model(gate.spec(backbone.spec.num_classes, depth=depth))
+        return shallow_vit(backbone, depth, num_classes)
+    return build_model(gate.spec(num_classes, depth=depth))

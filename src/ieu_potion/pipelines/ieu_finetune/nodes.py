@@ -3,6 +3,7 @@ through the defence registry (``pipelines/defence_nodes.py``)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ieu_potion.config import settings_from_params
@@ -11,7 +12,10 @@ from ieu_potion.training.setup import (
     ModelBlock,
     WeightsParams,
     prepare_backbone,
+    rotation_task,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _model_block(model: dict[str, Any]) -> ModelBlock:
@@ -31,11 +35,19 @@ def gate_backbone(
     pretrain_images: ImageSet, clean_test: ImageSet, model: dict[str, Any], seed: int
 ):
     """With ``model.gate_pretrain``: the configured gate ViT at ``gate_pretrain.depth``
-    blocks, pretrained on the clean split as the backbone is (the offline stand-in for the
-    paper's ImageNet-pretrained ViT); ``train_gate`` truncates it to the gate's depth with
-    a fresh head."""
+    blocks, pretrained on the clean split (the offline stand-in for the paper's
+    ImageNet-pretrained ViT); ``train_gate`` truncates it to the gate's depth with a fresh
+    head.  Objective ``task`` trains it on the split's labels, as the backbone is;
+    ``rotation`` on which quarter turn each image was given, so that the gate starts with
+    features of these images but no knowledge of their classes."""
     block = _model_block(model)
     settings = block.gate_pretrain
+    if settings.objective == "rotation":
+        pretrain_images, clean_test = rotation_task(pretrain_images), rotation_task(clean_test)
+        log.info(
+            "gate pretraining: rotation objective on %d turned images (4 per clean image)",
+            len(pretrain_images),
+        )
     spec = block.gate.spec(pretrain_images.num_classes, depth=settings.depth)
     net, history = prepare_backbone(
         spec, WeightsParams(source="pretrain"), pretrain_images, clean_test, settings, seed
