@@ -17,12 +17,27 @@ import tempfile
 from pathlib import Path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# A headless browser that renders a local page and asks nothing of the network (the tests'
+# browser driver, tests/browser.py, starts Chromium with these too).
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def chromium_path() -> str | None:
+    """The first of ``BROWSERS`` on the PATH, or None."""
+    return next((found for b in BROWSERS if (found := shutil.which(b))), None)
 
 
 def render(report: Path, out: Path, width: int, height: int) -> None:
     """Write ``report`` as seen in a ``width`` x ``height`` window to ``out`` (a PNG)."""
-    browser = next((found for b in BROWSERS if (found := shutil.which(b))), None)
+    browser = chromium_path()
     if browser is None:
         raise SystemExit(f"no Chromium on the PATH (looked for {', '.join(BROWSERS)})")
     if not report.is_file():
@@ -32,12 +47,7 @@ def render(report: Path, out: Path, width: int, height: int) -> None:
         shot = Path(scratch) / "shot.png"
         command = [
             browser,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
+            *FLAGS,
             "--hide-scrollbars",
             f"--user-data-dir={scratch}/profile",
             f"--window-size={width},{height}",

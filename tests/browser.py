@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -20,22 +20,12 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
+_spec = importlib.util.spec_from_file_location(
+    "report_png", Path(__file__).resolve().parents[1] / "scripts/report_png.py"
 )
-
-
-def chromium_path() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+_report_png = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_report_png)
+FLAGS, chromium_path = _report_png.FLAGS, _report_png.chromium_path
 
 
 @dataclass
