@@ -10,7 +10,8 @@ nothing, and IEU's clean accuracy and ASR over the seeds where every seed's repl
 the run's own epoch and tau (stage 2 is then the same computation); otherwise "rerun":
 those values need IEU run again (``kedro run --params ieu.defence.<setting>=<value>``).
 
-    .venv/bin/python scripts/gate_sensitivity.py --vary min_separation=10,15,20,30,40
+    .venv/bin/python scripts/gate_sensitivity.py --vary min_separation=10,15,20,30,40 \\
+        --vary min_contrast=0,1.5,2,3
     .venv/bin/python scripts/gate_sensitivity.py --env gtsrb \\
         --vary gate_epoch=consensus,separation,last
 """
@@ -38,7 +39,7 @@ from ieu_potion.reporting.stats import interval, with_interval
 from ieu_potion.reporting.tables import markdown_table
 from ieu_potion.schema import validate_parameters
 
-SETTINGS = {"min_separation": float, "gate_epoch": str}
+SETTINGS = {"min_separation": float, "min_contrast": float, "gate_epoch": str}
 
 
 def replays(catalog, params, namespace: str, seed: int, grid) -> list[dict]:

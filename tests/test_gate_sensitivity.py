@@ -22,12 +22,22 @@ spec.loader.exec_module(script)
 
 
 def test_the_grid_is_parsed_and_out_of_range_values_refused():
-    grid = script.parse_grid(["min_separation=10,20", "gate_epoch=last,consensus"])
-    assert grid == {"min_separation": [10.0, 20.0], "gate_epoch": ["last", "consensus"]}
-    with pytest.raises(SystemExit, match="SETTING one of .'min_separation', 'gate_epoch'."):
+    grid = script.parse_grid(
+        ["min_separation=10,20", "min_contrast=0,2", "gate_epoch=last,consensus"]
+    )
+    assert grid == {
+        "min_separation": [10.0, 20.0],
+        "min_contrast": [0.0, 2.0],
+        "gate_epoch": ["last", "consensus"],
+    }
+    with pytest.raises(
+        SystemExit, match="SETTING one of .'min_separation', 'min_contrast', 'gate_epoch'."
+    ):
         script.parse_grid(["tau=0.5"])
     with pytest.raises(Exception, match="min_separation"):
         script.parse_grid(["min_separation=-1"])
+    with pytest.raises(Exception, match="min_contrast"):
+        script.parse_grid(["min_contrast=-0.5"])
     with pytest.raises(Exception, match="gate_epoch"):
         script.parse_grid(["gate_epoch=best"])
 

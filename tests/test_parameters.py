@@ -349,6 +349,11 @@ CASES = [
         marks=bad_input("`ieu.defence.min_separation: -1`", "ParameterError: >= 0"),
     ),
     pytest.param(
+        [("ieu.defence.min_contrast", -0.5)],
+        ["ieu.defence.min_contrast", "greater than or equal to 0"],
+        marks=bad_input("`ieu.defence.min_contrast: -0.5`", "ParameterError: >= 0"),
+    ),
+    pytest.param(
         [("ieu.gate_training.epochs", 0)],
         ["ieu.gate_training.epochs", "greater than or equal to 1"],
         marks=bad_input("`ieu.gate_training.epochs: 0`", "ParameterError: epochs >= 1"),

@@ -735,7 +735,7 @@ def test_gtsrb_environment_end_to_end_on_a_slice_with_the_adaptive_gate(
     ieu = results[results.method == "ieu"].set_index("metric").value
     assert 0 < tau <= 1 and ieu["gate_tau"] == pytest.approx(tau)
     history = pd.read_csv(out / "07_model_output/badnets_white/seed_0/gate_history.csv")
-    assert history.kept.sum() == 1 and {"separation", "gate_tau"} <= set(history)
+    assert history.kept.sum() == 1 and {"separation", "contrast", "gate_tau"} <= set(history)
     assert (out / "08_reporting/report.html").is_file()
 
 

@@ -200,6 +200,7 @@ def test_gate_scores():
         ),
         ({"unlearning_rate": -1}, "unlearning_rate: .* or greater than 0, got -1"),
         ({"min_separation": -1}, "min_separation: .* greater than or equal to 0, got -1"),
+        ({"min_contrast": -0.5}, "min_contrast: .* greater than or equal to 0, got -0.5"),
     ],
 )
 def test_bad_ieu_settings_are_rejected(params, message):

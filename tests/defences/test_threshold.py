@@ -96,8 +96,35 @@ def test_a_unimodal_gate_flags_nothing_while_a_confident_minority_is_cut():
     conf, poisoned = two_groups()
     strong = usable(config, otsu_split(conf, 10))
     assert strong is not None and np.array_equal(conf > stage_two_tau(config, strong), poisoned)
-    relaxed = IEUConfig.from_params({"tau": "auto", "min_separation": 0})
+    relaxed = IEUConfig.from_params({"tau": "auto", "min_separation": 0, "min_contrast": 0})
     assert usable(relaxed, weak) is weak
+
+
+def test_contrast_tells_a_cut_through_one_skewed_crowd_from_a_group_above_it():
+    """A skewed crowd with no trigger (log-normal logits) is cut at a Fisher's ratio of
+    about 14, above a floor of 10, but its lower part cuts as well: contrast near 1, not
+    usable.  The same crowd with a tight confident group above it: the crowd's own best
+    cut is about what it was, the whole cut's ratio many times it."""
+    from ieu_potion.defences.ieu import IEUConfig, usable
+
+    config = IEUConfig.from_params({"min_separation": 10, "min_contrast": 2})
+    rng = np.random.default_rng(0)
+    crowd = rng.lognormal(0.0, 0.8, 3000) - 3.0
+    skewed = otsu_split(sigmoid(crowd), 64)
+    assert skewed.separation > config.min_separation
+    assert 0.8 < skewed.contrast < 1.5
+    assert usable(config, skewed) is None
+    with_poison = sigmoid(np.concatenate([crowd, rng.normal(9.0, 0.3, 300)]))
+    cut = otsu_split(with_poison, 64)
+    assert (with_poison[3000:] > cut.tau).all() and cut.flagged < 330  # and the crowd's tail
+    assert cut.contrast > 5
+    assert usable(config, cut) is cut
+    # the lower group's best cut is the contrast's denominator, read on that group alone
+    lower = with_poison[with_poison <= cut.tau]
+    assert cut.contrast == pytest.approx(cut.separation / otsu_split(lower, 64).separation)
+    # a lower group with no cut of its own (too few samples for a minority of 64)
+    small = sigmoid(np.concatenate([rng.normal(-2.0, 0.3, 100), rng.normal(5.0, 0.3, 70)]))
+    assert otsu_split(small, 64).contrast == math.inf
 
 
 def test_agreement_is_the_mean_jaccard_index_with_the_other_epochs():

@@ -74,8 +74,12 @@ class IEUConfig:
     # epochs'; separation: the best separated one; last: the paper's
     gate_epoch: Literal[GATE_EPOCHS] = "consensus"
     # tau auto: the least separation (Fisher's ratio) a cut needs to be used; below it
-    # nothing is flagged (docs/ieu.md: 6.2-13.6 measured without a learned backdoor)
-    min_separation: NonNegative = 20.0
+    # nothing is flagged (docs/ieu.md: 4-19.5 measured without a learned backdoor)
+    min_separation: NonNegative = 15.0
+    # tau auto: the least contrast a cut needs too, its separation over that of the best
+    # cut within the unflagged group (threshold.py; docs/ieu.md: 0.6-1.3 measured without
+    # a learned backdoor, 2.2-50 with one)
+    min_contrast: NonNegative = 2.0
     gate_depth: Count = 1  # transformer blocks the gate keeps
     queue_capacity: Natural = 0  # 0: the batch size
     # "dynamic", or a constant scale s (ablation: 1, 2, 4)
@@ -345,9 +349,14 @@ class IEUSettings:
 
 
 def usable(config: IEUConfig, split: Split | None) -> Split | None:
-    """``split`` where it separates by at least ``min_separation``; else None (the
-    confidences show no confident minority: no learned trigger to gate)."""
-    return split if split and split.separation >= config.min_separation else None
+    """``split`` where it separates by at least ``min_separation`` and stands out from the
+    unflagged group by at least ``min_contrast``; else None (the confidences show no
+    confident minority: no learned trigger to gate)."""
+    if split is None:
+        return None
+    if split.separation < config.min_separation or split.contrast < config.min_contrast:
+        return None
+    return split
 
 
 def stage_two_tau(config: IEUConfig, split: Split | None) -> float:
@@ -444,6 +453,7 @@ def train_gate(
         raw, _, tau = choose_tau(config, conf, least)
         return {
             "separation": raw.separation if raw else math.nan,
+            "contrast": raw.contrast if raw else math.nan,
             "gate_tau": tau,
             **gate_scores(conf > tau, task.train.poisoned),
         }
@@ -462,19 +472,22 @@ def train_gate(
     if not kept.usable and config.gate_epoch != "last":
         log.warning(
             "gate: no epoch left a confident minority of >= %d samples separated by "
-            ">= %g; keeping the last",
+            ">= %g at a contrast >= %g; keeping the last",
             least,
             config.min_separation,
+            config.min_contrast,
         )
     gate.load_state_dict(states[kept.epoch - 1])
     table["agreement"] = table.epoch.map(kept.agreement).astype(float)
     table["kept"] = table.epoch == kept.epoch
     log.info(
-        "gate: kept epoch %d of %d (gate_epoch %s, separation %.3g, agreement %.3g)",
+        "gate: kept epoch %d of %d (gate_epoch %s, separation %.3g, contrast %.3g, "
+        "agreement %.3g)",
         kept.epoch,
         len(table),
         config.gate_epoch,
         table.separation.iloc[kept.epoch - 1],
+        table.contrast.iloc[kept.epoch - 1],
         table.agreement.iloc[kept.epoch - 1],
     )
     epochs = {"confidence": np.stack(confidences), "poisoned": task.train.poisoned}
@@ -496,16 +509,20 @@ def gate_threshold(
         if split is None:
             log.warning(
                 "tau auto: the gate's confidences show no confident minority (best cut's "
-                "separation %.3g, below min_separation %g); nothing is flagged and IEU's "
-                "stage 2 is plain finetuning",
+                "separation %.3g and contrast %.3g, against min_separation %g and "
+                "min_contrast %g); nothing is flagged and IEU's stage 2 is plain finetuning",
                 raw.separation if raw else math.nan,
+                raw.contrast if raw else math.nan,
                 config.min_separation,
+                config.min_contrast,
             )
         else:
             log.info(
-                "tau auto: %.4f (separation %.3g, %d of %d samples flagged, %.1f%%)",
+                "tau auto: %.4f (separation %.3g, contrast %.3g, %d of %d samples flagged, "
+                "%.1f%%)",
                 tau,
                 split.separation,
+                split.contrast,
                 split.flagged,
                 split.total,
                 100 * split.share,
