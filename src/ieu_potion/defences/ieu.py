@@ -481,8 +481,7 @@ def train_gate(
     table["agreement"] = table.epoch.map(kept.agreement).astype(float)
     table["kept"] = table.epoch == kept.epoch
     log.info(
-        "gate: kept epoch %d of %d (gate_epoch %s, separation %.3g, contrast %.3g, "
-        "agreement %.3g)",
+        "gate: kept epoch %d of %d (gate_epoch %s, separation %.3g, contrast %.3g, agreement %.3g)",
         kept.epoch,
         len(table),
         config.gate_epoch,
@@ -518,8 +517,7 @@ def gate_threshold(
             )
         else:
             log.info(
-                "tau auto: %.4f (separation %.3g, contrast %.3g, %d of %d samples flagged, "
-                "%.1f%%)",
+                "tau auto: %.4f (separation %.3g, contrast %.3g, %d of %d samples flagged, %.1f%%)",
                 tau,
                 split.separation,
                 split.contrast,
