@@ -74,11 +74,11 @@ class IEUConfig:
     # epochs'; separation: the best separated one; last: the paper's
     gate_epoch: Literal[GATE_EPOCHS] = "consensus"
     # tau auto: the least separation (Fisher's ratio) a cut needs to be used; below it
-    # nothing is flagged (docs/ieu.md: 4-19.5 measured without a learned backdoor)
+    # nothing is flagged (docs/ieu.md: mostly below 20 without a learned backdoor)
     min_separation: NonNegative = 15.0
     # tau auto: the least contrast a cut needs too, its separation over that of the best
-    # cut within the unflagged group (threshold.py; docs/ieu.md: 0.6-1.3 measured without
-    # a learned backdoor, 2.2-50 with one)
+    # cut within the unflagged group (threshold.py; docs/ieu.md: mostly 0.6-1.8 without
+    # a learned backdoor, mostly 2.2 or more with one)
     min_contrast: NonNegative = 2.0
     gate_depth: Count = 1  # transformer blocks the gate keeps
     queue_capacity: Natural = 0  # 0: the batch size

@@ -20,7 +20,8 @@ with no trigger among them gets cut at 8-19 on GTSRB, where the trigger's cut re
 measures the cut against the same confidences' own background: the cut's ratio over the
 ratio of the best cut within its lower (unflagged) group.  Where the cut only slices one
 crowd, the crowd's lower part slices about as well (contrast near 1); where a separate
-group sits above the crowd, the crowd itself does not split (contrast 2-50 measured).
+group sits above the crowd, the crowd itself does not split (contrast mostly 2.2 or more
+measured; docs/ieu.md has the exceptions).
 
 That maximum rewards a cut that isolates a tight sub-cluster of the poison and leaves the
 rest, still confident, on the clean side.  ``gate_epoch: consensus`` (``agreement``) keeps
