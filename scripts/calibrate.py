@@ -102,8 +102,9 @@ def main() -> None:
 
     def task(method: str, **optional) -> Task:
         key = replicate.key(method)
+        own = params[args.attack].get("finetune")
         return Task.of_run(
-            backbone, train, test, triggered, params["finetune"], attack, key, **optional
+            backbone, train, test, triggered, params["finetune"], attack, key, own, **optional
         )
 
     def run(method: str, task: Task, settings=None, **done):

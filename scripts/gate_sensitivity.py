@@ -52,7 +52,7 @@ def replays(catalog, params, namespace: str, seed: int, grid) -> list[dict]:
     own_epoch = int(history.epoch[history.kept].iloc[0])
     own_tau = float(catalog.load(f"{run}.gate_confidence")["tau"])
     results = catalog.load(f"{run}.results_ieu").set_index("metric").value
-    least = min_flagged(params.ieu.defence, params.finetune.batch_size)
+    least = min_flagged(params.ieu.defence, params.finetune_for(namespace).batch_size)
     rows = []
     for setting, values in grid.items():
         for value in values:

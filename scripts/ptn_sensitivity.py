@@ -42,7 +42,7 @@ def searches(catalog, params, namespace: str, seed: int, kinds, grid, shares=())
     train = catalog.load(f"{run}.poisoned_train")
     config = params.potion_for(namespace)
     subsets = select_shares(catalog.load(f"{run}.discovery_subsets"), shares or config.shares)
-    views = view_maker(model, params.finetune)
+    views = view_maker(model, params.finetune_for(namespace))
     attack = params.namespaces()[namespace].attack
     evaluator = Evaluator(
         model,

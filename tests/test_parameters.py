@@ -104,6 +104,21 @@ def test_the_gtsrb_benchmark_is_the_benchmark_grid_on_gtsrbs_data():
     assert both == grid
 
 
+@pytest.mark.parametrize("env", ["benchmark", "benchmark_gtsrb"])
+def test_a_benchmark_regime_changes_how_its_attacks_train_not_the_attacks(env):
+    """The namespaces with their own training regime repeat base's attack blocks (Kedro
+    replaces a top-level block whole) and change nothing else of the recipe."""
+    base, _ = project_config("base")
+    params, _ = project_config(env)
+    checked = validate_parameters(params)
+    own = [ns for ns, block in checked.namespaces().items() if block.finetune]
+    assert "badnets_pattern" in own and "badnets_white" not in own
+    for ns in own:
+        assert params[ns]["attack"] == base[ns]["attack"], ns
+        recipe = checked.finetune_for(ns)
+        assert (recipe.lr, recipe.batch_size) == (checked.finetune.lr, checked.finetune.batch_size)
+
+
 @pytest.mark.parametrize("env", ["local", "cifar10", "gtsrb"])
 def test_a_nested_override_keeps_the_rest_of_its_block_in_every_environment(env):
     plain, _ = project_config(env)
@@ -424,6 +439,19 @@ CASES = [
         ],
         ["potion_badnet.potion", "retain_set", "'full' or 'exact'"],
         marks=bad_input("a bad namespace `potion` entry", "ParameterError naming the namespace"),
+    ),
+    pytest.param(
+        [("wanet.finetune", {"epochs": 0})],
+        ["wanet.finetune.epochs", "greater than or equal to 1"],
+        marks=bad_input("a bad namespace `finetune` entry", "ParameterError naming the namespace"),
+    ),
+    pytest.param(
+        [("wanet.finetune", {"augment": {"translat": 4}})],
+        ["wanet.finetune", "unknown augment settings ['translat']", "translate"],
+        marks=bad_input(
+            "an unknown key in a namespace's `finetune.augment`",
+            "ParameterError listing valid keys",
+        ),
     ),
     pytest.param(
         [("data_poisoning.attacks", ["badnets_white"]), ("ieu_finetune.attacks", ["sig"])],

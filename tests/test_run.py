@@ -184,6 +184,7 @@ baselines:
   ibau: {rounds: 1}
 badnets_white:
   attack: {name: badnets_white, target_class: 1, rate: 0.1, seed: 0}
+  finetune: {lr: 2.0e-3, views: [clean]}   # its own regime over the finetune block
 model:
   robust: {name: resnet10t, kwargs: {}, image_size: 16}
   gate:
@@ -408,6 +409,9 @@ def test_ieu_finetune_and_baselines_end_to_end(tiny_run, tmp_path_factory):
         assert name in files
     history = pd.read_csv(tiny_run / RUN / "ieu_history.csv")
     assert len(history) == 2
+    # the namespace's own regime: its lr (2e-3) is the peak after the warmup epoch, not
+    # the finetune block's 1e-3
+    assert history.lr.iloc[0] == pytest.approx(2.0e-3)
     assert_two_ranks_match(tiny_run, history, tmp_path_factory)
     assert {
         "gate_precision",

@@ -9,6 +9,7 @@ parameter path (``ParameterError``).  No Kedro here: the Kedro side of configura
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import typing
@@ -122,6 +123,24 @@ _VALIDATED: dict[tuple[Any, str, str], Any] = {}
 def canonical(params: Any) -> str:
     """A mapping as JSON with sorted keys: equal blocks give equal text."""
     return json.dumps(params, sort_keys=True, default=repr)
+
+
+def with_own_entries(cls: Any, shared: Any, own: dict[str, Any] | None, where: str) -> Any:
+    """The settings ``cls`` of a shared block (a ``cls`` or a mapping) with one namespace's
+    own entries over it, validated as the block at ``where`` (``<namespace>.<block>``):
+    an entry that is a mapping over a mapping (``ptn``, ``augment``) is merged key by key,
+    any other replaces the shared value.  Without own entries, the shared settings."""
+    base = settings_from_params(cls, shared, where.rsplit(".", 1)[-1])
+    if not own:
+        return base
+    if not isinstance(own, dict):
+        raise ParameterError(f"{where} must be a mapping of settings, got {own!r}")
+    merged = dataclasses.asdict(base)
+    for name, value in own.items():
+        below = merged.get(name)
+        both = isinstance(below, dict) and isinstance(value, dict)
+        merged[name] = {**below, **value} if both else value
+    return settings_from_params(cls, merged, where)
 
 
 def settings_from_params(cls: Any, params: Any, where: str) -> Any:

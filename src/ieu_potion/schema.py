@@ -40,6 +40,7 @@ from ieu_potion.config import (
     canonical,
     distinct,
     parameter_error,
+    with_own_entries,
 )
 from ieu_potion.defences.ieu import IEUSettings
 from ieu_potion.defences.registry import DEFENCES, TrustedSettings, baseline_methods
@@ -47,7 +48,7 @@ from ieu_potion.models.factory import vit_depth
 from ieu_potion.results import ONE_SHOT
 from ieu_potion.training.engine import FinetuneConfig
 from ieu_potion.training.setup import ModelBlock
-from ieu_potion.unlearning.potion import PotionConfig, with_own_settings
+from ieu_potion.unlearning.potion import PotionConfig
 
 PIPELINES_WITH_NAMESPACES = ("ieu_finetune", "baselines", "potion_unlearning")
 
@@ -148,10 +149,14 @@ BaselinesParams = create_model(
 
 
 class NamespaceParams(Block):
-    """``<namespace>``: one attack's block, optionally with its own Potion entries."""
+    """``<namespace>``: one attack's block, optionally with its own Potion entries and its
+    own training regime (entries over the finetune block)."""
 
     attack: AttackConfig
     potion: dict[str, Any] | None = Field(None, description="entries over the potion block")
+    finetune: dict[str, Any] | None = Field(
+        None, description="entries over the finetune block: this attack's training regime"
+    )
 
 
 class Parameters(Block):
@@ -208,6 +213,11 @@ class Parameters(Block):
                 )
         for ns in self.potion_unlearning.attacks:
             self._check_potion(ns, namespaces[ns])
+        for ns in (ns for ns, block in namespaces.items() if block.finetune is not None):
+            try:
+                self.finetune_for(ns)
+            except ParameterError as exc:
+                raise ValueError(f"{exc} (the entries over the finetune block)") from None
         self._check_models()
         return self
 
@@ -240,7 +250,14 @@ class Parameters(Block):
         """The Potion settings of ``namespace``: the ``potion`` block with the namespace's
         own ``<namespace>.potion`` entries over it (the one place they are merged)."""
         own = self._namespaces[namespace].potion
-        return with_own_settings(self.potion, own, f"{namespace}.potion" if own else "potion")
+        return with_own_entries(PotionConfig, self.potion, own, f"{namespace}.potion")
+
+    def finetune_for(self, namespace: str) -> FinetuneConfig:
+        """The training recipe of ``namespace``'s models: the ``finetune`` block with the
+        namespace's own ``<namespace>.finetune`` entries over it (``augment`` merged key by
+        key)."""
+        own = self._namespaces[namespace].finetune
+        return with_own_entries(FinetuneConfig, self.finetune, own, f"{namespace}.finetune")
 
     def _validate_namespaces(self) -> dict[str, NamespaceParams]:
         """Every attack namespace block, validated (a top-level key that is none of the

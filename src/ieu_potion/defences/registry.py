@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from ieu_potion.attacks.poison import AttackConfig
-from ieu_potion.config import Natural, Share, settings, settings_from_params
+from ieu_potion.config import Natural, Share, settings, settings_from_params, with_own_entries
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.results import RunKey
 from ieu_potion.training.engine import FinetuneConfig, History, Objective, TrainConfig, fit
@@ -79,10 +79,14 @@ class Task:
         finetune_params: dict[str, Any],
         attack: dict[str, Any],
         key: RunKey,
+        own_recipe: dict[str, Any] | None = None,
         **optional: Any,
     ) -> Task:
-        """The task of one run from its node inputs: the recipe with the run's seed."""
-        recipe = key.replicate(FinetuneConfig.from_params(finetune_params))
+        """The task of one run from its node inputs: the recipe (with the attack
+        namespace's own entries ``own_recipe`` over it) with the run's seed."""
+        where = f"{key.namespace}.finetune"
+        recipe = with_own_entries(FinetuneConfig, finetune_params, own_recipe, where)
+        recipe = key.replicate(recipe)
         target = AttackConfig.from_params(attack).target_class
         return cls(
             backbone, train, clean_test, triggered_test, recipe, target, **optional, seed=key.seed

@@ -26,6 +26,8 @@ TASK_INPUTS = {
     "finetune_params": "params:finetune",
     "attack": "params:namespace.attack",
 }
+# The attack namespace's own training regime, where it has one (``<namespace>.finetune``)
+OWN_RECIPE = ("own_recipe", "params:namespace.finetune")
 # A need of the task -> (node argument, dataset)
 NEED_INPUTS = {
     "undefended": ("undefended", "none_model"),
@@ -47,6 +49,7 @@ def _task(defence: Defence, key: RunKey, inputs: dict[str, Any]) -> Task:
     """The task from the node's inputs; what is left of ``inputs`` are earlier stages'
     outputs."""
     task = {name: inputs.pop(name) for name in TASK_INPUTS}
+    task["own_recipe"] = inputs.pop(OWN_RECIPE[0], None)
     optional = {need: inputs.pop(NEED_INPUTS[need][0]) for need in defence.needs}
     if "models" in optional:
         optional["models"] = settings_from_params(ModelBlock, optional["models"], "model")
@@ -82,6 +85,8 @@ def defence_nodes(method: str, replicate: Replicate, gate_backbone: bool = False
     defence = get_defence(method)
     key = replicate.key(method)
     inputs = dict(TASK_INPUTS, settings=f"params:{defence.block.split('.')[0]}")
+    if replicate.own_recipe:
+        inputs[OWN_RECIPE[0]] = OWN_RECIPE[1]
     for need in defence.needs:
         argument, dataset = NEED_INPUTS[need]
         inputs[argument] = dataset

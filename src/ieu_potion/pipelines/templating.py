@@ -84,6 +84,9 @@ def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[s
         for part in path.split("."):
             value = (value or {}).get(part) if isinstance(value, dict) else None
         found[path] = value
+    own_recipe = params[namespace].get("finetune")
+    if "finetune" in found and own_recipe is not None:
+        found["namespace_finetune"] = own_recipe
     if uses_codec(params, namespace):
         found["stega_codec"] = (params.get("data_poisoning") or {}).get("stega_codec")
     if family == "potion":
@@ -110,6 +113,11 @@ class Replicate:
     @property
     def name(self) -> str:
         return replicate_name(self.namespace, self.seed)
+
+    @property
+    def own_recipe(self) -> bool:
+        """Whether the namespace has its own training regime (``<namespace>.finetune``)."""
+        return self.params[self.namespace].get("finetune") is not None
 
     def key(self, family: str) -> RunKey:
         return RunKey(

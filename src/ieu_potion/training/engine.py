@@ -128,7 +128,8 @@ class TrainConfig:
 
 @settings
 class FinetuneConfig(TrainConfig):
-    """``finetune``: the recipe of the undefended model, which EU's retraining and ABL's
+    """``finetune`` (a namespace's ``<namespace>.finetune`` entries over it: that attack's
+    training regime): the recipe of the undefended model, which EU's retraining and ABL's
     training on the rest repeat and whose schedule IEU's stage 2 follows, with the views
     the undefended model is trained on (IEU's stage 2 chooses its own)."""
 

@@ -17,7 +17,6 @@ confidences alone: no ground truth is read).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
 import time
@@ -92,22 +91,6 @@ class PotionConfig:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PotionConfig:
         return settings_from_params(cls, params, "potion")
-
-
-def with_own_settings(
-    potion: PotionConfig, own: dict[str, Any] | None = None, where: str = "potion"
-) -> PotionConfig:
-    """The shared ``potion`` settings with a namespace's own entries over them (the paper's
-    benchmark sets ``retain_set: exact`` for its namespace alone, say; a ``ptn`` entry is
-    merged key by key), validated as the block at ``where``."""
-    if not own:
-        return potion
-    merged = dataclasses.asdict(potion)
-    for name, value in own.items():
-        merged[name] = (
-            {**merged["ptn"], **value} if name == "ptn" and isinstance(value, dict) else value
-        )
-    return settings_from_params(PotionConfig, merged, where)
 
 
 def realistic_discovery(confidence: np.ndarray, tau: float) -> dict[str, np.ndarray]:

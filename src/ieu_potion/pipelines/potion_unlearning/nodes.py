@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ieu_potion.config import with_own_entries
 from ieu_potion.data.imageset import ImageSet
 from ieu_potion.defences.registry import Task
 from ieu_potion.reporting.tables import potion_table
@@ -19,7 +20,6 @@ from ieu_potion.unlearning.potion import (
     records_to_rows,
     run_potion,
     select_shares,
-    with_own_settings,
 )
 
 
@@ -27,7 +27,7 @@ def namespace_settings(potion: Any, own: dict[str, Any] | None = None, *, namesp
     """The namespace's Potion settings: ``potion`` with ``<namespace>.potion`` over it.
     (Node arguments that take parameters are not annotated with settings classes: Kedro
     would instantiate those itself, a second validation beside the schema's.)"""
-    return with_own_settings(potion, own, f"{namespace}.potion")
+    return with_own_entries(PotionConfig, potion, own, f"{namespace}.potion")
 
 
 def benchmark_subsets(subsets: dict[str, np.ndarray], potion: dict[str, Any]):
@@ -50,12 +50,22 @@ def unlearn_poison(
     potion: dict[str, Any],
     finetune_params: dict[str, Any],
     attack: dict[str, Any],
+    own_recipe: dict[str, Any] | None = None,
+    *,
     key: RunKey,
 ):
-    """Every configured method on every discovered subset: (results rows, PTN trace)."""
+    """Every configured method on every discovered subset: (results rows, PTN trace);
+    ``own_recipe``: the namespace's own training regime (EU retrains with it)."""
     config = PotionConfig.from_params(potion)
     task = Task.of_run(
-        backbone, poisoned_train, clean_test, triggered_test, finetune_params, attack, key
+        backbone,
+        poisoned_train,
+        clean_test,
+        triggered_test,
+        finetune_params,
+        attack,
+        key,
+        own_recipe,
     )
     views = task.views(poisoned_model)
     evaluator = Evaluator(poisoned_model, views, clean_test, triggered_test, task.target_class)

@@ -60,6 +60,7 @@ def potion_template(replicate: Replicate) -> Pipeline:
                     "potion_settings",
                     "params:finetune",
                     "params:namespace.attack",
+                    *(["params:namespace.finetune"] if replicate.own_recipe else []),
                 ],
                 ["results_potion", "potion_trace"],
                 name="unlearn_poison",
