@@ -150,31 +150,45 @@ def test_discovery_needs_a_poisoned_sample(small_set):
         discovery_subsets(small_set, [0.5], seed=0)
 
 
+def stamped_both_ways(small_set, name, count):
+    """The set poisoned by ``name`` with its default stamp order (returned), after checking
+    that stamping before the augmentation stores the same images, without an overlay."""
+    params = {"name": name, "target_class": 0, "count": count}
+    out = poison_training_set(small_set, AttackConfig.from_params(params))
+    before = poison_training_set(small_set, AttackConfig.from_params({**params, "stamp": "before"}))
+    assert before.overlay is None
+    np.testing.assert_array_equal(before.images, out.images)
+    return out
+
+
 def test_stamp_after_keeps_the_unstamped_pixels_for_the_views(small_set):
     """potion_badnet is stamped after the augmentation by default: the stored images carry
     the patch (every unaugmented pass sees it), the overlay keeps the originals."""
-    out = poison_training_set(
-        small_set,
-        AttackConfig.from_params({"name": "potion_badnet", "target_class": 0, "count": 5}),
-    )
+    out = stamped_both_ways(small_set, "potion_badnet", 5)
     assert out.overlay is not None
     rows = np.flatnonzero(out.poisoned)
     np.testing.assert_array_equal(out.overlay.originals, small_set.images[rows])
     assert (out.images[rows][:, -3:, -3:] == 255).all()
     assert out.overlay.alpha.sum() == 9 and (out.overlay.alpha[-3:, -3:] == 1).all()
-    before = poison_training_set(
-        small_set,
-        AttackConfig.from_params(
-            {"name": "potion_badnet", "target_class": 0, "count": 5, "stamp": "before"}
-        ),
-    )
-    assert before.overlay is None
-    np.testing.assert_array_equal(before.images, out.images)
     assert config(rate=0.1).stamp == "before"
 
 
-@pytest.mark.parametrize("name", ["wanet", "moving_trigger", "sig", "issba"])
-def test_only_fixed_blends_can_be_stamped_after(name):
+def test_moving_trigger_is_stamped_after_each_image_at_its_own_corner(small_set):
+    """A trigger drawn per image keeps one blend per poisoned sample: the corner its stored
+    image carries, for the views to stamp after the augmentation."""
+    out = stamped_both_ways(small_set, "moving_trigger", 12)
+    rows = np.flatnonzero(out.poisoned)
+    alpha, pattern = out.overlay.alpha, out.overlay.pattern
+    assert out.overlay.per_sample and alpha.shape == (12, 32, 32, 1)
+    assert (alpha.sum(axis=(1, 2, 3)) == 9).all()
+    corners = {tuple(np.argwhere(a[..., 0])[0]) for a in alpha}
+    assert len(corners) > 1, "corners are drawn per image"
+    blend = (1 - alpha) * out.overlay.originals / 255.0 + alpha * pattern
+    np.testing.assert_array_equal(out.images[rows], np.rint(blend * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("name", ["wanet", "sig", "issba"])
+def test_only_blends_can_be_stamped_after(name):
     with pytest.raises(ValueError, match="cannot be stamped after.*works for badnets_white"):
         AttackConfig.from_params({"name": name, "stamp": "after"})
     with pytest.raises(ValueError, match="cannot be stamped after"):

@@ -59,15 +59,16 @@ def test_arrays_dataset_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded["share_0.1"], [3, 1])
 
 
-def stamped_set(small_set):
+def stamped_set(small_set, name="blended"):
     from ieu_potion.attacks import AttackConfig, poison_training_set
 
-    params = {"name": "blended", "target_class": 0, "count": 9, "stamp": "after"}
+    params = {"name": name, "target_class": 0, "count": 9, "stamp": "after"}
     return poison_training_set(small_set, AttackConfig.from_params(params))
 
 
-def test_an_overlay_survives_the_file_and_follows_a_subset(tmp_path, small_set):
-    data = stamped_set(small_set)
+@pytest.mark.parametrize("name", ["blended", "moving_trigger"])
+def test_an_overlay_survives_the_file_and_follows_a_subset(tmp_path, small_set, name):
+    data = stamped_set(small_set, name)
     data.save(tmp_path / "set.npz")
     back = ImageSet.load(tmp_path / "set.npz")
     for name in ("alpha", "pattern", "originals"):
@@ -78,13 +79,13 @@ def test_an_overlay_survives_the_file_and_follows_a_subset(tmp_path, small_set):
     np.testing.assert_array_equal(stamp.stamped, data.poisoned[picks])
     np.testing.assert_array_equal(part.overlay.originals, stamp.originals)
     np.testing.assert_array_equal(stamp.originals, small_set.images[picks[data.poisoned[picks]]])
+    rows = np.cumsum(data.poisoned)[picks[data.poisoned[picks]]] - 1
+    per_sample = data.overlay.alpha[rows] if data.overlay.per_sample else data.overlay.alpha
+    np.testing.assert_array_equal(stamp.alpha, per_sample)
+    np.testing.assert_array_equal(part.overlay.alpha, per_sample)
     assert small_set.stamp_for(picks) is None
     with pytest.raises(ValueError, match="2 unstamped images for 9 poisoned"):
-        ImageSet(
-            **{
-                **vars(data),
-                "overlay": type(data.overlay)(
-                    data.overlay.alpha, data.overlay.pattern, data.overlay.originals[:2]
-                ),
-            }
-        )
+        ImageSet(**{**vars(data), "overlay": data.overlay.rows(np.arange(2))})
+    if data.overlay.per_sample:
+        with pytest.raises(ValueError, match=r"alpha has shape \(9, 32, 32, 1\), expected \(2,"):
+            type(data.overlay)(data.overlay.alpha, data.overlay.pattern, data.overlay.originals[:2])

@@ -231,12 +231,14 @@ def test_views_shapes_and_corruption_coverage():
         views(images, ("rotated",), torch.Generator())
 
 
-def test_a_trigger_stamped_after_the_augmentation_never_moves(small_set):
+@pytest.mark.parametrize("name", ["potion_badnet", "moving_trigger"])
+def test_a_trigger_stamped_after_the_augmentation_never_moves(small_set, name):
     """Flipped and shifted, the stored patch leaves its corner; stamped after the
-    augmentation it stays there whole, and the other samples' views are unchanged."""
+    augmentation it stays there whole (each sample's own corner where the corner is
+    drawn per image), and the other samples' views are unchanged."""
     from ieu_potion.attacks import AttackConfig, poison_training_set
 
-    params = {"name": "potion_badnet", "target_class": 0, "count": 8}
+    params = {"name": name, "target_class": 0, "count": 8}
     data = poison_training_set(small_set, AttackConfig.from_params(params))
     views = ViewMaker(
         size=(32, 32),
@@ -257,12 +259,14 @@ def test_a_trigger_stamped_after_the_augmentation_never_moves(small_set):
 
     after, stored = clean(data.stamp_for(idx)), clean(None)
     p = torch.from_numpy(data.poisoned)
-    assert (after[p][:, :, -3:, -3:] == 1.0).all()
-    assert not (stored[p][:, :, -3:, -3:] == 1.0).all(dim=(1, 2, 3)).any()
+    alpha = torch.from_numpy(data.overlay.alpha).expand(8, 32, 32, 1)[..., 0].bool()
+    patch = alpha[:, None].expand(-1, 3, -1, -1)
+    assert (after[p][patch] == 1.0).all()
+    assert not (stored[p][patch].view(8, -1) == 1.0).all(dim=1).any()
     torch.testing.assert_close(after[~p], stored[~p], rtol=0, atol=0)
     # the plain view is the stored, stamped image either way
     plain = views(images, ("plain",), torch.Generator(), data.stamp_for(idx))["plain"]
-    assert (plain[p][:, :, -3:, -3:] == 1.0).all()
+    assert (plain[p][patch] == 1.0).all()
 
 
 def test_translate_shifts_whole_pixels_and_brings_in_black():

@@ -75,11 +75,11 @@ class AttackConfig:
         trigger = make_trigger(self.name, (32, 32), self.seed, **self.settings)
         if self.stamp is None:
             object.__setattr__(self, "stamp", trigger.stamp)
-        if self.stamp == "after" and trigger.overlay() is None:
-            fixed = (n for n in TRIGGERS if make_trigger(n, (32, 32), 0).overlay() is not None)
+        if self.stamp == "after" and not _blends(trigger):
+            blends = (n for n in TRIGGERS if _blends(make_trigger(n, (32, 32), 0)))
             raise ValueError(
                 f"attack {self.name!r} cannot be stamped after the augmentation: it is no "
-                f"fixed blend of the image (stamp 'after' works for {', '.join(fixed)})"
+                f"blend of the image (stamp 'after' works for {', '.join(blends)})"
             )
         return self
 
@@ -122,6 +122,12 @@ def _poison_count(config: AttackConfig, n: int, candidates: int) -> int:
     return int(round(config.rate * n))
 
 
+def _blends(trigger: Trigger) -> bool:
+    """Whether ``trigger`` is a blend of the image, fixed or drawn per image (so it can be
+    stamped after the augmentation)."""
+    return trigger.overlays(1, np.random.default_rng(0)) is not None
+
+
 def poison_training_set(
     data: ImageSet, config: AttackConfig, codec: StegaCodec | None = None
 ) -> ImageSet:
@@ -151,8 +157,8 @@ def poison_training_set(
     trigger = config.trigger(data.image_size, codec)
     images[chosen] = trigger.apply(data.images[chosen], np.random.default_rng([config.seed, 2]))
     overlay = None
-    if config.stamp == "after":
-        alpha, pattern = trigger.overlay()
+    if config.stamp == "after":  # the blends of the images above, with the same draws
+        alpha, pattern = trigger.overlays(len(chosen), np.random.default_rng([config.seed, 2]))
         overlay = Overlay(alpha, pattern, data.images[chosen])
     clean = np.setdiff1d(np.arange(len(data)), chosen)
     transformed = trigger.transform_clean(images[clean], np.random.default_rng([config.seed, 5]))

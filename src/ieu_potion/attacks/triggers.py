@@ -121,6 +121,15 @@ class Trigger:
         on the image or on a per-image draw."""
         return None
 
+    def overlays(
+        self, count: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The blends that ``apply`` makes of ``count`` images with ``rng`` (the same draws):
+        the one fixed ``overlay``, or one per image (alpha (count, H, W, 1), pattern
+        (count, H, W, 3)) for a trigger drawn per image that is still a blend.  None: no
+        blend, so the trigger cannot be stamped after the augmentation."""
+        return self.overlay()
+
 
 # --------------------------------------------------------------------------- patches
 
@@ -232,6 +241,9 @@ class MovingTrigger(_Patch):
     """A white patch in a corner drawn at random for every image."""
 
     name = "moving_trigger"
+    # Potion's attack, stamped as its benchmark stamps poison: after the augmentation, so
+    # a shift never pushes the 3 px patch out of its corner
+    stamp = "after"
 
     def make_pattern(self, size):
         return np.ones((size, size, 3), np.float32)
@@ -244,14 +256,17 @@ class MovingTrigger(_Patch):
         return mask
 
     def apply_float(self, images, rng):
-        out = images.copy()
-        for i, corner in enumerate(rng.integers(0, 4, size=len(images))):
-            rows, cols = self.corner_slices(int(corner))
-            out[i, rows, cols, :] = self.pattern
-        return out
+        alpha, pattern = self.overlays(len(images), rng)
+        return (1 - alpha) * images + alpha * pattern
 
-    def overlay(self):
-        return None  # a corner drawn per image
+    def overlays(self, count, rng):
+        alpha = np.zeros((count, self.height, self.width, 1), np.float32)
+        pattern = np.zeros((count, self.height, self.width, 3), np.float32)
+        for i, corner in enumerate(rng.integers(0, 4, size=count)):
+            rows, cols = self.corner_slices(int(corner))
+            alpha[i, rows, cols] = 1.0
+            pattern[i, rows, cols] = self.pattern
+        return alpha, pattern
 
 
 # --------------------------------------------------------------------------- blends

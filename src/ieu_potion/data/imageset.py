@@ -28,16 +28,19 @@ class Overlay:
 
     The set's ``images`` hold those samples stamped (what every unaugmented pass sees);
     ``originals`` keeps their unstamped pixels, one row per poisoned sample in index
-    order, for the augmented views to stamp after cropping and flipping.
+    order, for the augmented views to stamp after cropping and flipping.  ``alpha`` and
+    ``pattern`` are one blend for every sample, or one per sample (a leading axis of P
+    rows, in the order of ``originals``: a trigger drawn per image).
     """
 
-    alpha: np.ndarray  # (H, W, 1) float32 in [0, 1]
-    pattern: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    alpha: np.ndarray  # (H, W, 1) or (P, H, W, 1) float32 in [0, 1]
+    pattern: np.ndarray  # (H, W, 3) or (P, H, W, 3) float32 in [0, 1]
     originals: np.ndarray  # (P, H, W, 3) uint8
 
     def __post_init__(self) -> None:
-        h, w = self.alpha.shape[:2]
-        expected = {"alpha": (h, w, 1), "pattern": (h, w, 3)}
+        h, w = self.size
+        lead = (len(self.originals),) if self.per_sample else ()
+        expected = {"alpha": (*lead, h, w, 1), "pattern": (*lead, h, w, 3)}
         for name, shape in expected.items():
             if getattr(self, name).shape != shape:
                 raise ValueError(
@@ -47,6 +50,20 @@ class Overlay:
             raise ValueError(
                 f"overlay originals have shape {self.originals.shape}, expected (P, {h}, {w}, 3)"
             )
+
+    @property
+    def per_sample(self) -> bool:
+        return self.alpha.ndim == 4
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.alpha.shape[-3], self.alpha.shape[-2]
+
+    def rows(self, rows: np.ndarray) -> Overlay:
+        """The overlay of the poisoned samples at ``rows`` (of ``originals``)."""
+        if not self.per_sample:
+            return Overlay(self.alpha, self.pattern, self.originals[rows])
+        return Overlay(self.alpha[rows], self.pattern[rows], self.originals[rows])
 
 
 @dataclass(frozen=True)
@@ -91,10 +108,9 @@ class ImageSet:
                     f"{self.num_classes} classes, got [{column.min()}, {column.max()}]"
                 )
         if self.overlay is not None:
-            if self.overlay.alpha.shape[:2] != self.image_size:
+            if self.overlay.size != self.image_size:
                 raise ValueError(
-                    f"the overlay is {self.overlay.alpha.shape[:2]} px, the images "
-                    f"{self.image_size}"
+                    f"the overlay is {self.overlay.size} px, the images {self.image_size}"
                 )
             if len(self.overlay.originals) != int(self.poisoned.sum()):
                 raise ValueError(
@@ -129,8 +145,7 @@ class ImageSet:
         indices = np.asarray(indices)
         overlay = None
         if self.overlay is not None:
-            o = self.overlay
-            overlay = Overlay(o.alpha, o.pattern, o.originals[self._overlay_rows(indices)])
+            overlay = self.overlay.rows(self._overlay_rows(indices))
         return ImageSet(
             images=self.images[indices],
             labels=self.labels[indices],
@@ -147,9 +162,8 @@ class ImageSet:
         if self.overlay is None:
             return None
         indices = np.asarray(indices)
-        o = self.overlay
-        stamped = self.poisoned[indices]
-        return BatchStamp(stamped, o.originals[self._overlay_rows(indices)], o.alpha, o.pattern)
+        o = self.overlay.rows(self._overlay_rows(indices))
+        return BatchStamp(self.poisoned[indices], o.originals, o.alpha, o.pattern)
 
     def _overlay_rows(self, indices: np.ndarray) -> np.ndarray:
         """Rows of ``overlay.originals`` of the poisoned samples among ``indices``."""

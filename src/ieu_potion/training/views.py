@@ -107,10 +107,10 @@ class ViewMaker:
         )
 
     def stamp(self, x: torch.Tensor, stamp: BatchStamp) -> torch.Tensor:
-        """``(1 - alpha) x + alpha pattern`` with the overlay brought to the view's size
-        (nearest neighbour: a patch stays a patch)."""
-        alpha = torch.from_numpy(stamp.alpha).permute(2, 0, 1)[None].to(x.device)
-        pattern = torch.from_numpy(stamp.pattern).permute(2, 0, 1)[None].to(x.device)
+        """``(1 - alpha) x + alpha pattern`` with the overlay (one for the batch, or one
+        per stamped sample) brought to the view's size (nearest neighbour: a patch stays a
+        patch)."""
+        alpha, pattern = (_channels_first(a).to(x.device) for a in (stamp.alpha, stamp.pattern))
         if tuple(alpha.shape[-2:]) != self.size:
             alpha = F.interpolate(alpha, size=self.size, mode="nearest")
             pattern = F.interpolate(pattern, size=self.size, mode="nearest")
@@ -196,6 +196,12 @@ class ViewMaker:
                 else:
                     pixels[i, :, rows, cols] = 0.0
         return out.to(x.device)
+
+
+def _channels_first(array: np.ndarray) -> torch.Tensor:
+    """(H, W, C) or (N, H, W, C) -> (1 or N, C, H, W)."""
+    t = torch.from_numpy(array)
+    return t.permute(2, 0, 1)[None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
 
 
 def _unit(images: torch.Tensor) -> torch.Tensor:
