@@ -100,9 +100,12 @@ def main() -> None:
     t_backbone = time.perf_counter() - clock
     baselines = params.get("baselines") or {}
 
+    own = params[args.attack].get("finetune")
+    if own:  # entries over the finetune block: a --set finetune.<key> they name is overridden
+        print(f"{args.attack} trains with its own regime {own} ({args.attack}.finetune)")
+
     def task(method: str, **optional) -> Task:
         key = replicate.key(method)
-        own = params[args.attack].get("finetune")
         return Task.of_run(
             backbone, train, test, triggered, params["finetune"], attack, key, own, **optional
         )
