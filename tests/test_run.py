@@ -579,8 +579,14 @@ def test_each_parameter_block_is_validated_once_per_run(tiny_project, tmp_path):
     result = python_in(tiny_project, "-c", COUNTED_RUN, str(counts), *run, env=ONE_THREAD)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "badnets_white.seed_0.defend_ieu" in result.stdout + result.stderr
-    # (and tracking.yml's block, read once when the context is made: not a parameter)
-    assert json.loads(counts.read_text()) == {"Parameters": 1, "TrackingConfig": 1}
+    # (and tracking.yml's block, read once when the context is made: not a parameter; and
+    # badnets_white's own regime, merged over the finetune block once when the tree is
+    # checked: the nodes that train with it find that merge already made)
+    assert json.loads(counts.read_text()) == {
+        "Parameters": 1,
+        "TrackingConfig": 1,
+        "FinetuneConfig": 1,
+    }
 
 
 def test_every_pipeline_carries_its_upstream_so_it_runs_on_a_fresh_project(
