@@ -33,7 +33,7 @@ from ieu_potion.pipelines.data_poisoning.nodes import (
     train_stega_codec,
     trigger_test,
 )
-from ieu_potion.pipelines.templating import Replicate, uses_codec
+from ieu_potion.pipelines.templating import Replicate, own_regime, uses_codec
 from ieu_potion.training.setup import ModelBlock, WeightsParams, prepare_backbone
 
 TARGETS = "CA none >= 0.80, ASR none >= 0.90, gate P/R >= 0.80, ASR ieu <= 0.10, CA drop <= 0.05"
@@ -100,7 +100,7 @@ def main() -> None:
     t_backbone = time.perf_counter() - clock
     baselines = params.get("baselines") or {}
 
-    own = params[args.attack].get("finetune")
+    own = own_regime(params, args.attack)
     if own:  # entries over the finetune block: a --set finetune.<key> they name is overridden
         print(f"{args.attack} trains with its own regime {own} ({args.attack}.finetune)")
 

@@ -84,9 +84,9 @@ def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[s
         for part in path.split("."):
             value = (value or {}).get(part) if isinstance(value, dict) else None
         found[path] = value
-    own_recipe = params[namespace].get("finetune")
-    if "finetune" in found and own_recipe is not None:
-        found["namespace_finetune"] = own_recipe
+    regime = own_regime(params, namespace)
+    if "finetune" in found and regime is not None:
+        found["namespace_finetune"] = regime
     if uses_codec(params, namespace):
         found["stega_codec"] = (params.get("data_poisoning") or {}).get("stega_codec")
     if family == "potion":
@@ -95,6 +95,12 @@ def configuration(params: dict[str, Any], namespace: str, family: str) -> dict[s
         if potion_settings(params, namespace).discovery != "realistic":
             found.pop("ieu")
     return found
+
+
+def own_regime(params: dict[str, Any], namespace: str) -> dict[str, Any] | None:
+    """The namespace's own training regime (``<namespace>.finetune``: entries over the
+    finetune block), or None where it trains with the shared recipe."""
+    return params[namespace].get("finetune")
 
 
 def potion_settings(params: dict[str, Any], namespace: str) -> PotionConfig:
@@ -117,7 +123,7 @@ class Replicate:
     @property
     def own_recipe(self) -> bool:
         """Whether the namespace has its own training regime (``<namespace>.finetune``)."""
-        return self.params[self.namespace].get("finetune") is not None
+        return own_regime(self.params, self.namespace) is not None
 
     def key(self, family: str) -> RunKey:
         return RunKey(
