@@ -27,6 +27,7 @@ from torch import nn
 
 from ieu_potion.data.errors import ArtifactError
 from ieu_potion.io import AnyPath, RemotePath, atomic_write_bytes, atomic_write_text, location
+from ieu_potion.models import resnet9  # noqa: F401  (registers `resnet9` with timm)
 from ieu_potion.models.small_maps import use_small_map_convolutions
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ class WeightsUnavailableError(RuntimeError):
 class ModelParams(Block):
     """A timm model: ``model.robust`` (the defended model) or ``model.gate``."""
 
-    name: Text = Field(description="any timm model name")
+    name: Text = Field(description="any timm model name, or resnet9 (models/resnet9.py)")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="timm constructor")
     image_size: Annotated[int, Strict(), Field(ge=8, le=1024)] | None = Field(
         None, description="input side; null: timm's configured size"
