@@ -67,16 +67,19 @@ def test_the_benchmark_covers_every_attack_and_defence_and_the_default_a_quick_s
 def test_the_potion_paper_environments_differ_only_in_their_data():
     """Kedro environments do not share parameter files: the GTSRB and CIFAR-10 copies
     repeat the default-data one, and this keeps them from drifting apart (CIFAR-10 alone
-    flips, as the paper does)."""
+    flips, as the paper does, and has the paper's ResNet-9 widths; the CPU sets half)."""
     configs = {
         name: project_config(f"potion_paper{suffix}")
         for name, suffix in (("cluttered_digits", ""), ("gtsrb", "_gtsrb"), ("cifar10", "_cifar10"))
     }
-    flips = {}
+    flips, widths = {}, {}
     for name, (params, _) in configs.items():
         assert params.pop("dataset_name") == name
         flips[name] = params["finetune"]["augment"].pop("flip_p")
+        widths[name] = params["model"]["robust"]["kwargs"].pop("widths")
     assert flips == {"cluttered_digits": 0.0, "gtsrb": 0.0, "cifar10": 0.5}
+    half = [32, 64, 128, 64]
+    assert widths == {"cluttered_digits": half, "gtsrb": half, "cifar10": [64, 128, 256, 128]}
     digits, gtsrb, cifar = (params for params, _ in configs.values())
     assert digits == gtsrb == cifar
     sources = [catalog["source_images"]["type"] for _, catalog in configs.values()]
@@ -87,6 +90,7 @@ def test_the_potion_paper_environments_differ_only_in_their_data():
     assert rates == {"paper_0p2": 0.002, "paper_1": 0.01, "paper_2": 0.02}
     assert {attack.stamp for attack in attacks.values()} == {"after"}
     assert not paper.ieu_finetune.attacks and paper.model.weights.source == "scratch"
+    assert paper.model.robust.name == "resnet9"
 
 
 def test_the_gtsrb_benchmark_is_the_benchmark_grid_on_gtsrbs_data():
