@@ -159,6 +159,20 @@ def test_a_gate_deeper_than_its_vit_is_refused(base):
     )
 
 
+@bad_input(
+    "`model.weights.source: timm` for a model timm has no weights for (`resnet9`)",
+    "ParameterError naming the model and the sources that work, before any download",
+)
+def test_timm_weights_for_a_model_without_any_are_refused(base):
+    bad = changed(
+        base,
+        ("model.robust", {"name": "resnet9", "kwargs": {}, "image_size": 32}),
+        ("model.weights.source", "timm"),
+    )
+    rejects(lambda: validate_parameters(bad), ParameterError, "'resnet9'", "'scratch'")
+    assert validate_parameters(changed(bad, ("model.weights.source", "scratch")))
+
+
 def test_every_failure_is_listed_at_once(base):
     bad = changed(base, ("finetune.clip", NAN), ("ieu.defence.gate_depth", 0))
     error = rejects(lambda: validate_parameters(bad), ParameterError, "finetune.clip")

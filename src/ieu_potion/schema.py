@@ -44,7 +44,7 @@ from ieu_potion.config import (
 )
 from ieu_potion.defences.ieu import IEUSettings
 from ieu_potion.defences.registry import DEFENCES, TrustedSettings, baseline_methods
-from ieu_potion.models.factory import vit_depth
+from ieu_potion.models.factory import has_pretrained_weights, vit_depth
 from ieu_potion.results import ONE_SHOT
 from ieu_potion.training.engine import FinetuneConfig
 from ieu_potion.training.setup import ModelBlock
@@ -223,13 +223,20 @@ class Parameters(Block):
 
     def _check_models(self) -> None:
         """What the model settings need of the rest: a pretraining split where a model is
-        pretrained, and a gate no deeper than the ViT it is cut from."""
+        pretrained, weights timm has where it is asked for them, and a gate no deeper than
+        the ViT it is cut from."""
         pretrained = self.model.weights.source == "pretrain" or self.model.gate_pretrain
         if pretrained and self.data_split.pretrain_fraction == 0:
             raise ValueError(
                 "data_split.pretrain_fraction is 0, but model.weights.source 'pretrain' (or "
                 "model.gate_pretrain) trains on that split; give it a share, or another "
                 "weight source"
+            )
+        robust = self.model.robust.name
+        if self.model.weights.source == "timm" and not has_pretrained_weights(robust):
+            raise ValueError(
+                f"model.weights.source 'timm', but timm has no pretrained weights for "
+                f"model.robust.name {robust!r}; give 'scratch', 'pretrain' or 'checkpoint'"
             )
         depth = self.ieu.defence.gate_depth
         if self.model.gate_pretrain is not None:

@@ -140,6 +140,12 @@ def meta_model(spec: ModelSpec) -> nn.Module:
         ) from None
 
 
+def has_pretrained_weights(name: str) -> bool:
+    """Whether timm lists pretrained weights for the model ``name`` (with or without a
+    ``.tag``): what ``model.weights.source: timm`` asks it to download."""
+    return bool(timm.list_pretrained(name) or timm.list_pretrained(f"{name}.*"))
+
+
 def vit_depth(spec: ModelSpec) -> int | None:
     """The number of transformer blocks where ``spec`` is a ViT, else None."""
     model = meta_model(spec)
