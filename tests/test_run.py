@@ -664,6 +664,9 @@ def test_the_potion_paper_environment_end_to_end_shrunk(project):
     reproduction = pd.read_csv(data / "08_reporting/tables/potion_reproduction.csv")
     xlf = reproduction.set_index("method").loc["xlf_ptn"]
     assert xlf["paper healed"] == pytest.approx(0.9372) and xlf["N (seeds)"] == 1
+    assert reproduction.set_index("method").at["none", "undefended ASR per seed"].endswith("%")
+    by_share = pd.read_csv(data / "08_reporting/tables/potion_by_share.csv")
+    assert set(by_share.metric) == {"healed %", "damage pp"} and "xlf_ptn" in set(by_share.method)
     orderings = pd.read_csv(data / "08_reporting/tables/potion_orderings.csv")
     assert "xlf_ptn > ssd_ptn" in set(orderings["paper's ordering"])
     report = (data / "08_reporting/report.html").read_text()
@@ -866,7 +869,7 @@ def test_full_run_writes_the_report_and_kedro_viz_shows_its_lineage(tiny_dask_ru
     import pandas as pd
 
     reporting = tiny_dask_run / "data/08_reporting"
-    for table in ("results_long", "main_table", "potion_table"):
+    for table in ("results_long", "main_table", "potion_table", "potion_by_share"):
         for suffix in ("csv", "parquet", "md"):
             assert (reporting / "tables" / f"{table}.{suffix}").is_file()
     main = pd.read_csv(reporting / "tables/main_table.csv", keep_default_na=False)

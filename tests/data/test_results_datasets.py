@@ -23,6 +23,7 @@ from ieu_potion.reporting.tables import (
     published_ieu,
     published_potion,
     reproduction_table,
+    share_table,
 )
 from ieu_potion.results import RESULT_COLUMNS, RunKey, replicate_name, split_replicate
 
@@ -212,6 +213,19 @@ def test_the_ieu_comparison_averages_learnt_attacks_over_seeds_beside_the_paper(
     assert table.at["ieu", "CA ±95%"] > 0
     # the seed at which ABL misses an attack has no average: N 2, one left out
     assert (table.at["abl_oracle", "N (seeds)"], table.at["abl_oracle", "left out"]) == (2, 1)
+    # a non-finite ASR for a learnt attack is not averaged over fewer attacks: that seed's
+    # ASR average is left out and counted
+    # (blend_b made learnt, so that two attacks are averaged)
+    rows = ieu_rows()
+    asr = rows.metric == "attack_success_rate"
+    rows.loc[(rows.method == "none") & (rows.namespace == "blend_b") & asr, "value"] = 0.9
+    rows.loc[
+        (rows.method == "ieu") & (rows.seed == 2) & (rows.namespace == "blend_a") & asr, "value"
+    ] = math.nan
+    partial = ieu_reproduction(rows, published_ieu()).set_index("method")
+    assert partial.at["ieu", "attacks"] == 2 and partial.at["ieu", "left out"] == 1
+    assert partial.at["ieu", "ASR"] == pytest.approx(100 * (0.055 + 0.06) / 2)
+    assert partial.at["ieu", "N (seeds)"] == 3, "CA is complete at every seed"
     assert table.at["ieu", "paper cifar10 ASR"] == pytest.approx(0.17)
     assert math.isnan(table.at["none", "paper cifar10 ASR"])
     assert table.at["abl_oracle", "paper cifar10 ASR"] == pytest.approx(58.2)
@@ -263,3 +277,33 @@ def test_replicate_names_split_back_into_namespace_and_seed():
     for bad in ("blended", "blended.seed_", "blended.seed_x"):
         with pytest.raises(ValueError, match="no '<namespace>.seed_<s>' name"):
             split_replicate(bad)
+
+
+def test_potion_table_says_what_equals_doing_nothing_and_which_seeds_learnt_the_trigger():
+    rows = [potion_rows()]
+    for seed, (asr, healed) in enumerate(((0.62, 0.75), (0.01, 0.66))):
+        rows.append(key(seed).rows("none", {"attack_success_rate": asr}))
+        rows.append(
+            key(seed).rows("none", {"poison_healed": healed, "model_damage": 0.0}, "share_0.1")
+        )
+        rows.append(
+            key(seed).rows("none", {"poison_healed": healed, "model_damage": 0.0}, "share_1")
+        )
+    table = potion_table(pd.concat(rows)).set_index("method")
+    # xlf_ptn 0.75 +- 0.64 against none's 0.705 +- 0.57: not resolved from doing nothing
+    assert table.at["xlf_ptn", "healed vs none"] == "overlap"
+    assert table.at["none", "healed vs none"] == ""
+    assert table.at["none", "undefended ASR per seed"] == "62.0%, 1.0%"
+    assert table.at["xlf_ptn", "undefended ASR per seed"] == ""
+
+
+def test_share_table_puts_shares_in_columns_with_intervals_over_seeds_and_give_ups():
+    table = share_table(potion_rows())
+    assert list(table.columns) == ["namespace", "method", "metric", "N (seeds)", "0.1", "1"]
+    healed = table[table.metric == "healed %"].set_index("method")
+    # share 0.1: 0.6 and 0.7 over two seeds; share 1: 0.8 and 0.9, seed 1's search gave up
+    assert healed.at["xlf_ptn", "0.1"] == f"65.0 ± {12.7062 * 7.07107 / math.sqrt(2):.1f}"
+    assert healed.at["xlf_ptn", "1"].endswith("[1 gave up]")
+    damage = table[table.metric == "damage pp"].set_index("method")
+    assert damage.at["xlf_ptn", "1"] == "-3.0 ± 0.0 [1 gave up]"
+    assert int(healed.at["xlf_ptn", "N (seeds)"]) == 2

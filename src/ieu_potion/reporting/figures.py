@@ -19,7 +19,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ieu_potion.reporting.stats import aggregate, interval, overlap, with_interval
-from ieu_potion.reporting.tables import method_order, per_seed, sort_methods
+from ieu_potion.reporting.tables import (
+    method_order,
+    per_seed,
+    potion_shares,
+    share_averages,
+    sort_methods,
+)
 from ieu_potion.results import split_replicate
 
 PALETTE = (
@@ -301,29 +307,6 @@ def gate_history(histories: dict[str, pd.DataFrame]) -> go.Figure:
     return with_reading(figure, title, " ".join(sentences))
 
 
-def share_fraction(share: str) -> float:
-    return float(share.removeprefix("share_")) if share.startswith("share_") else math.nan
-
-
-def potion_shares(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (namespace, method, benchmark share): healed and damage, mean and 95% interval
-    over seeds, and the share as a fraction."""
-    frame = per_seed(results, shares=True)
-    if frame.empty or "poison_healed" not in frame:
-        return pd.DataFrame()
-    frame = frame[frame.discovery_share.str.startswith("share_")]
-    if frame.empty:
-        return pd.DataFrame()
-    by = ["namespace", "method", "discovery_share"]
-    stats = aggregate(frame, by, ["poison_healed", "model_damage"])
-    stats["fraction"] = stats.discovery_share.map(share_fraction)
-    stats["gave_up"] = 0
-    if "ptn_converged" in frame:
-        gave_up = frame.assign(gave_up=frame.ptn_converged == 0).groupby(by).gave_up.sum()
-        stats["gave_up"] = [int(gave_up.get(tuple(k), 0)) for k in stats[by].values]
-    return stats
-
-
 def healed_vs_share(results: pd.DataFrame) -> go.Figure:
     title = "Poison healed against the discovered share of the poison (mean, 95% CI)"
     frame = potion_shares(results)
@@ -356,7 +339,7 @@ def healed_vs_share(results: pd.DataFrame) -> go.Figure:
             )
         n = int(part.poison_healed_n.max())
         said = [
-            most_healed(part[part.fraction == f])
+            most_healed(part[part.fraction == f], f"with a share of {f:g} of the poison discovered")
             for f in sorted({part.fraction.min(), part.fraction.max()})
         ]
         sentences.append(
@@ -369,16 +352,15 @@ def healed_vs_share(results: pd.DataFrame) -> go.Figure:
     return with_reading(figure, title, " ".join(sentences))
 
 
-def most_healed(share: pd.DataFrame) -> str:
-    """What one share's rows (``potion_shares``) say: the method that heals the most, and
-    whether that is more than doing nothing (``none``'s interval) and which of its
-    searches gave up."""
-    best = share.sort_values("poison_healed", kind="stable").iloc[-1]
-    text = (
-        f"with a share of {best.fraction:g} of the poison discovered, {best.method} heals "
-        f"the most ({pct_ci(best, 'poison_healed')})"
-    )
-    none = share[share.method == "none"]
+def most_healed(stats: pd.DataFrame, context: str, damage: bool = False) -> str:
+    """What rows of one namespace (``potion_shares`` at one share, or share averages over
+    seeds) say, after ``context``: the method that heals the most (with its damage if
+    ``damage``), whether that is more than doing nothing (``none``'s interval), and which
+    PTN searches gave up (``gave_up`` of ``searches``)."""
+    best = stats.sort_values("poison_healed", kind="stable").iloc[-1]
+    text = f"{context}, {best.method} heals the most ({pct_ci(best, 'poison_healed')}"
+    text += f" at {ci(best, 'model_damage')} points)" if damage else ")"
+    none = stats[stats.method == "none"]
     if best.method != "none" and len(none):
         base = none.iloc[0]
         side = overlap(
@@ -389,10 +371,10 @@ def most_healed(share: pd.DataFrame) -> str:
                 f", not resolved above doing nothing (none: {pct_ci(base, 'poison_healed')}; "
                 "the intervals overlap or no interval exists)"
             )
-    gave_up = share[share.gave_up > 0]
+    gave_up = stats[stats.gave_up > 0]
     if len(gave_up):
         text += "; PTN gave up (model unchanged) in " + ", ".join(
-            f"{int(r.gave_up)} of {int(r.poison_healed_n)} {r.method} searches"
+            f"{int(r.gave_up)} of {int(r.searches)} {r.method} searches"
             for r in gave_up.itertuples()
         )
     return text
@@ -429,27 +411,25 @@ def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
             text=[f"{a} {s}" for a, s in zip(part.namespace, part.discovery_share, strict=True)],
             hovertemplate="%{text}<br>damage %{x:.1f} pp<br>healed %{y:.1%}",
         )
-    # Pooled over namespaces, seeds and shares: the per-seed values behind the means.
-    pooled = per_seed(results, shares=True)
-    pooled = pooled[pooled.discovery_share.str.startswith("share_")]
-    means = aggregate(pooled, ["method"], ["poison_healed", "model_damage"]).set_index("method")
-    baseline = (
-        f" Doing nothing ('none') leaves {pct_ci(means.loc['none'], 'poison_healed')} healed."
-        if "none" in means.index
-        else ""
-    )
-    means = means.drop(index="none", errors="ignore")
-    best = means.poison_healed.idxmax()
-    gentlest = means.model_damage.idxmax()
-    reading_text = (
-        f"Over namespaces, seeds and benchmark shares together (N = "
-        f"{int(means.at[best, 'poison_healed_n'])} for {best}), {best} heals the most poison "
-        f"({pct_ci(means.loc[best], 'poison_healed')} at "
-        f"{ci(means.loc[best], 'model_damage')} "
-        f"points of clean accuracy); {gentlest} damages the model least "
-        f"({ci(means.loc[gentlest], 'model_damage')} "
-        f"points, {pct_ci(means.loc[gentlest], 'poison_healed')} healed).{baseline} Marker "
-        "shape is the namespace; error bars are 95% intervals over seeds."
+    sentences = []
+    for namespace, means in share_averages(results).groupby("namespace"):
+        stats = aggregate(means, ["method"], ["poison_healed", "model_damage"])
+        searched = means.assign(searches=means.shares.where(means.gave_up.notna(), 0))
+        totals = searched.groupby("method")[["gave_up", "searches"]].sum()
+        stats = stats.join(totals, on="method")
+        n = int(stats.poison_healed_n.max())
+        context = f"On {namespace}, shares averaged per seed (N = {n} seed{'s' if n != 1 else ''})"
+        said = most_healed(stats, context, damage=True)
+        repair = stats[stats.method != "none"]
+        if len(repair):
+            gentlest = repair.loc[repair.model_damage.idxmax()]
+            said += (
+                f"; {gentlest.method} damages the model least ({ci(gentlest, 'model_damage')} "
+                f"points, {pct_ci(gentlest, 'poison_healed')} healed)"
+            )
+        sentences.append(said + ".")
+    sentences.append(
+        "Marker shape is the namespace; error bars are 95% intervals over seeds at one share."
     )
     figure.add_vline(x=0, line_dash="dot")
     figure.update_layout(
@@ -458,7 +438,7 @@ def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
         yaxis_tickformat=".0%",
         height=450,
     )
-    return with_reading(figure, title, reading_text)
+    return with_reading(figure, title, " ".join(sentences))
 
 
 def ptn_tradeoff(results: pd.DataFrame, traces: dict[str, pd.DataFrame]) -> go.Figure:

@@ -10,7 +10,7 @@ from importlib import resources
 
 import pandas as pd
 
-from ieu_potion.reporting.stats import aggregate, overlap
+from ieu_potion.reporting.stats import aggregate, overlap, with_interval
 from ieu_potion.results import (
     KEY_COLUMNS,
     NO_SHARE,
@@ -61,6 +61,25 @@ def sort_methods(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def versus_none(table: pd.DataFrame, column: str) -> list[str]:
+    """Per row of a table with ``namespace``, ``method``, ``column`` and ``column ±95%``:
+    whether the method's interval overlaps that of doing nothing (``none``) on the same
+    namespace: 'overlap' (not resolved from doing nothing), 'apart', or blank (``none``
+    itself, or N = 1 without an interval)."""
+    undefended = table[table.method == "none"].set_index("namespace")
+    return [
+        ""
+        if row.method == "none" or row.namespace not in undefended.index
+        else overlap(
+            row[column],
+            row[f"{column} ±95%"],
+            undefended.at[row.namespace, column],
+            undefended.at[row.namespace, f"{column} ±95%"],
+        )
+        for _, row in table.iterrows()
+    ]
+
+
 def per_seed(results: pd.DataFrame, shares: bool) -> pd.DataFrame:
     """One row per (namespace, attack, method, share, seed), one column per metric."""
     rows = results[(results.discovery_share != NO_SHARE) == shares]
@@ -93,19 +112,8 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
     for metric, label in MAIN_METRICS:
         table[label] = 100 * stats.get(metric, math.nan)
         table[f"{label} ±95%"] = 100 * stats.get(f"{metric}_ci95", math.nan)
-    undefended = table[table.method == "none"].set_index("namespace")
     for _, label in MAIN_METRICS:
-        table[f"{label} vs none"] = [
-            ""
-            if row.method == "none" or row.namespace not in undefended.index
-            else overlap(
-                row[label],
-                row[f"{label} ±95%"],
-                undefended.at[row.namespace, label],
-                undefended.at[row.namespace, f"{label} ±95%"],
-            )
-            for _, row in table.iterrows()
-        ]
+        table[f"{label} vs none"] = versus_none(table, label)
     left_out = stats[[f"{m}_left_out" for m in metrics if f"{m}_left_out" in stats]].max(axis=1)
     table["note"] = [
         f"{int(k)} seed{'s' if k != 1 else ''} without a finite value, left out of N" if k else ""
@@ -151,6 +159,64 @@ def share_averages(rows: pd.DataFrame) -> pd.DataFrame:
         )
         out["gave_up"] = gave_up
     return out.reset_index()
+
+
+def share_fraction(share: str) -> float:
+    return float(share.removeprefix("share_")) if share.startswith("share_") else math.nan
+
+
+def potion_shares(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (namespace, method, benchmark share): healed and damage, mean and 95% interval
+    over seeds, the share as a fraction, and the PTN searches at that share that gave up
+    (``gave_up`` of ``searches``; 0 of 0 for methods without a search)."""
+    frame = per_seed(results, shares=True)
+    if frame.empty or "poison_healed" not in frame:
+        return pd.DataFrame()
+    frame = frame[frame.discovery_share.str.startswith("share_")]
+    if frame.empty:
+        return pd.DataFrame()
+    by = ["namespace", "method", "discovery_share"]
+    stats = aggregate(frame, by, POTION_METRICS)
+    stats["fraction"] = stats.discovery_share.map(share_fraction)
+    stats["gave_up"], stats["searches"] = 0, 0
+    if "ptn_converged" in frame:
+        searches = frame.groupby(by).ptn_converged
+        gave_up = searches.agg(lambda c: int((c == 0).sum()))
+        counted = searches.count()
+        stats["gave_up"] = [int(gave_up.get(tuple(k), 0)) for k in stats[by].values]
+        stats["searches"] = [int(counted.get(tuple(k), 0)) for k in stats[by].values]
+    return stats
+
+
+def share_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Healed (percent) and damage (points) per attack namespace and method with the
+    benchmark shares as columns, each cell the mean and 95% interval over seeds at that
+    share (shares are nested subsets of one model's poison, so they are columns here and
+    never pooled into an interval), ``[k gave up]`` where k of its PTN searches stopped at
+    a bound and left the model unchanged."""
+    stats = potion_shares(results)
+    if stats.empty:
+        return pd.DataFrame({"namespace": []})
+    stats = stats.sort_values("fraction", kind="stable")
+    shares = [f"{f:g}" for f in dict.fromkeys(stats.fraction)]
+    rows = []
+    for (namespace, method), part in stats.groupby(["namespace", "method"], sort=False):
+        for metric, label, scale in (
+            ("poison_healed", "healed %", 100),
+            ("model_damage", "damage pp", 1),
+        ):
+            row = {
+                "namespace": namespace,
+                "method": method,
+                "metric": label,
+                "N (seeds)": int(part[f"{metric}_n"].max()),
+            }
+            for r in part.itertuples():
+                cell = with_interval(getattr(r, metric), getattr(r, f"{metric}_ci95"), scale)
+                row[f"{r.fraction:g}"] = cell + (f" [{r.gave_up} gave up]" if r.gave_up else "")
+            rows.append(row)
+    table = pd.DataFrame(rows, columns=["namespace", "method", "metric", "N (seeds)", *shares])
+    return sort_methods(table).reset_index(drop=True).fillna("")
 
 
 def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
@@ -205,6 +271,10 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
             {"PTN gave up": searches.agg(lambda c: (c == 0).sum()), "PTN searches": searches.size()}
         )
         table = table.merge(ptn.reset_index(), on=by, how="left")
+    table["healed vs none"] = versus_none(table, "healed")
+    table["undefended ASR per seed"] = table.namespace.map(undefended_asr(rows)).where(
+        table.method == "none", ""
+    )
     counts = [
         c
         for c in table
@@ -214,6 +284,19 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
         or c.endswith("left out")
     ]
     return table.astype({c: "Int64" for c in counts}).reset_index(drop=True)
+
+
+def undefended_asr(rows: pd.DataFrame) -> dict[str, str]:
+    """Per namespace, the undefended model's ASR at each seed as text ("61.5%, 1.2%"): a
+    seed whose model never learnt the trigger has nothing for Potion to heal."""
+    frame = per_seed(rows, shares=False)
+    if frame.empty or "attack_success_rate" not in frame:
+        return {}
+    frame = frame[frame.method == "none"].sort_values("seed")
+    return {
+        namespace: ", ".join(f"{100 * v:.1f}%" for v in part.attack_success_rate)
+        for namespace, part in frame.groupby("namespace")
+    }
 
 
 PUBLISHED = "published/potion_table1.csv"
@@ -321,8 +404,9 @@ def learnt_attacks(frame: pd.DataFrame) -> tuple[list[str], dict[str, float]]:
 
 def attack_averages(frame: pd.DataFrame, learnt: list[str]) -> pd.DataFrame:
     """Per method and seed, CA and ASR averaged over the ``learnt`` attacks (``frame``:
-    the ``per_seed`` rows without a share); a seed at which a method misses one of them
-    has no average (NaN, left out of N and counted)."""
+    the ``per_seed`` rows without a share); a seed at which a method misses one of them,
+    or has no finite value for it, has no average of that metric (NaN, left out of N and
+    counted) rather than an average over fewer attacks."""
     if not learnt:
         return pd.DataFrame(columns=["method", "seed", *(m for m, _ in MAIN_METRICS)])
     every = pd.MultiIndex.from_product(
@@ -330,11 +414,11 @@ def attack_averages(frame: pd.DataFrame, learnt: list[str]) -> pd.DataFrame:
     )
     frame = frame[frame.namespace.isin(learnt)]
     metrics = [m for m, _ in MAIN_METRICS]
-    grouped = frame.groupby(["method", "seed"])
+    values = frame[["method", "seed", *metrics]].replace([math.inf, -math.inf], math.nan)
+    grouped = values.groupby(["method", "seed"])
     means = grouped[metrics].mean()
-    complete = grouped.namespace.nunique() == len(learnt)
-    means.loc[~complete, :] = math.nan
-    return means.reindex(every).reset_index()
+    # count() is of finite values; one attack per (method, seed) row of ``per_seed``
+    return means.where(grouped[metrics].count() == len(learnt)).reindex(every).reset_index()
 
 
 def ieu_reproduction(results: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from ieu_potion.reporting.tables import (
     published_ieu,
     published_potion,
     reproduction_table,
+    share_table,
 )
 
 
@@ -37,6 +38,7 @@ def summary_tables(results: pd.DataFrame) -> tuple[pd.DataFrame, ...]:
     return (
         main_table(results),
         potion_table(results),
+        share_table(results),
         reproduction_table(results, published_potion()),
         orderings(results),
         ieu_reproduction(results, published_ieu()),
@@ -63,6 +65,7 @@ def report(
     results: pd.DataFrame,
     main: pd.DataFrame,
     potion: pd.DataFrame,
+    by_share: pd.DataFrame,
     reproduction: pd.DataFrame,
     potion_orderings: pd.DataFrame,
     ieu_reproduction: pd.DataFrame,
@@ -82,7 +85,14 @@ def report(
         "model's": main,
         "Potion: poison healed and model damage averaged over the benchmark shares, mean ± "
         "95% interval over seeds (Student t), N seeds; one-shot and realistic over seeds; a "
-        "PTN search that gave up counts as the unchanged model it returns": potion,
+        "PTN search that gave up counts as the unchanged model it returns; 'healed vs none' "
+        "says whether the interval overlaps doing nothing's, and the none row gives the "
+        "undefended model's ASR per seed (a seed that never learnt the trigger has nothing "
+        "to heal)": potion,
+        "Potion per discovered share: healed (percent) and damage (points), mean ± 95% "
+        "interval over seeds at each share (shares are nested subsets of one model's poison, "
+        "so they are columns, not repetitions); '[k gave up]': k PTN searches stopped at a "
+        "bound and left the model unchanged": by_share,
         "Potion reproduction: the table above beside the Potion paper's Table 1 (CIFAR-10, "
         "ResNet-9 from scratch, averaged over 0.2/1/2% poison and shares 10%-100%; "
         "reporting/published/README.md gives the source)": reproduction,

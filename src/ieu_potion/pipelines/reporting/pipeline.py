@@ -23,6 +23,7 @@ from ieu_potion.results import split_replicate
 TABLES = (
     "main_table",
     "potion_table",
+    "potion_by_share",
     "potion_reproduction",
     "potion_orderings",
     "ieu_reproduction",
