@@ -414,9 +414,7 @@ def healed_vs_damage(results: pd.DataFrame) -> go.Figure:
     sentences = []
     for namespace, means in share_averages(results).groupby("namespace"):
         stats = aggregate(means, ["method"], ["poison_healed", "model_damage"])
-        searched = means.assign(searches=means.shares.where(means.gave_up.notna(), 0))
-        totals = searched.groupby("method")[["gave_up", "searches"]].sum()
-        stats = stats.join(totals, on="method")
+        stats = stats.join(means.groupby("method")[["gave_up", "searches"]].sum(), on="method")
         n = int(stats.poison_healed_n.max())
         context = f"On {namespace}, shares averaged per seed (N = {n} seed{'s' if n != 1 else ''})"
         said = most_healed(stats, context, damage=True)

@@ -138,27 +138,34 @@ def without_left_out(stats: pd.DataFrame, column: str = "left out") -> pd.DataFr
 POTION_METRICS = ["poison_healed", "model_damage"]
 
 
+def ptn_searches(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group of ``by`` among the ``per_seed`` rows of PTN searches (those with a
+    ``ptn_converged`` value): ``searches`` their number and ``gave_up`` those that stopped
+    at a bound; groups without a search are absent."""
+    if "ptn_converged" not in frame:
+        none = pd.MultiIndex.from_arrays([[] for _ in by], names=by)
+        return pd.DataFrame({"gave_up": [], "searches": []}, index=none)
+    converged = frame.dropna(subset=["ptn_converged"]).groupby(by).ptn_converged
+    return pd.DataFrame(
+        {"gave_up": converged.agg(lambda c: int((c == 0).sum())), "searches": converged.size()}
+    )
+
+
 def share_averages(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (namespace, attack, method, seed): poison healed and model damage averaged over
     the benchmark shares (``share_*``) the method ran on, ``shares`` their number, and
-    ``gave_up`` the PTN searches among them that stopped at a bound (NaN for other
-    methods).  Shares are nested subsets of one model's poison, not repetitions, so
-    intervals are taken over these per-seed averages, never over shares."""
+    ``gave_up`` of ``searches`` the PTN searches among them that stopped at a bound (NaN
+    for other methods).  Shares are nested subsets of one model's poison, not repetitions,
+    so intervals are taken over these per-seed averages, never over shares."""
     frame = per_seed(rows, shares=True)
     by = ["namespace", "attack", "method", "seed"]
     if frame.empty or "poison_healed" not in frame:
-        return pd.DataFrame(columns=[*by, *POTION_METRICS, "shares", "gave_up"])
+        return pd.DataFrame(columns=[*by, *POTION_METRICS, "shares", "gave_up", "searches"])
     frame = frame[frame.discovery_share.str.startswith("share_")]
     grouped = frame.groupby(by)
     out = grouped[[c for c in POTION_METRICS if c in frame]].mean()
     out["shares"] = grouped.discovery_share.nunique()
-    out["gave_up"] = math.nan
-    if "ptn_converged" in frame:
-        gave_up = grouped.ptn_converged.agg(
-            lambda c: float((c == 0).sum()) if c.notna().any() else math.nan
-        )
-        out["gave_up"] = gave_up
-    return out.reset_index()
+    return out.join(ptn_searches(frame, by).astype(float)).reset_index()
 
 
 def share_fraction(share: str) -> float:
@@ -178,14 +185,8 @@ def potion_shares(results: pd.DataFrame) -> pd.DataFrame:
     by = ["namespace", "method", "discovery_share"]
     stats = aggregate(frame, by, POTION_METRICS)
     stats["fraction"] = stats.discovery_share.map(share_fraction)
-    stats["gave_up"], stats["searches"] = 0, 0
-    if "ptn_converged" in frame:
-        searches = frame.groupby(by).ptn_converged
-        gave_up = searches.agg(lambda c: int((c == 0).sum()))
-        counted = searches.count()
-        stats["gave_up"] = [int(gave_up.get(tuple(k), 0)) for k in stats[by].values]
-        stats["searches"] = [int(counted.get(tuple(k), 0)) for k in stats[by].values]
-    return stats
+    counts = stats.join(ptn_searches(frame, by), on=by)[["gave_up", "searches"]]
+    return stats.assign(**counts.fillna(0).astype(int))
 
 
 def share_table(results: pd.DataFrame) -> pd.DataFrame:
@@ -266,9 +267,8 @@ def potion_table(rows: pd.DataFrame) -> pd.DataFrame:
         )
         table = table.merge(apart, on=by, how="outer") if len(table) else apart
     if "ptn_converged" in frame:
-        searches = frame.dropna(subset=["ptn_converged"]).groupby(by).ptn_converged
-        ptn = pd.DataFrame(
-            {"PTN gave up": searches.agg(lambda c: (c == 0).sum()), "PTN searches": searches.size()}
+        ptn = ptn_searches(frame, by).rename(
+            columns={"gave_up": "PTN gave up", "searches": "PTN searches"}
         )
         table = table.merge(ptn.reset_index(), on=by, how="left")
     table["healed vs none"] = versus_none(table, "healed")
