@@ -856,6 +856,31 @@ def test_a_killed_run_resumes_to_the_same_results(tiny_run, tmp_path_factory):
     assert list((resumed / "data").rglob("*.tmp")) == []
 
 
+@pytest.mark.slow
+def test_a_grid_run_one_seed_at_a_time_reports_what_one_run_of_all_seeds_does(
+    tiny_run, tiny_dask_run, tmp_path_factory
+):
+    """docs/reproducibility.md, "A grid one seed at a time": seed 0 done (the sequential
+    run), seed 1 added by a run of its own, then the report assembled over both seeds
+    gives the results of the run that did both seeds at once."""
+    import pandas as pd
+
+    grid = fresh_copy(tiny_run, tmp_path_factory.mktemp("grid") / "p")
+    shutil.copytree(tiny_run / "data", grid / "data")
+    one_seed = ["--env", "tiny", "--params", "seeds=[1]", "--only-missing-outputs"]
+    result = kedro(grid, *one_seed, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Running node: backbone" not in result.stdout + result.stderr, "seed 0's work is kept"
+    both = ["--env", "tiny", "--params", "seeds=2", "--from-nodes", "collect_results"]
+    result = kedro(grid, *both, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assembled, whole = (
+        pd.read_csv(p / "data/08_reporting/tables/results_long.csv") for p in (grid, tiny_dask_run)
+    )
+    assert set(assembled.seed) == {0, 1}
+    assert without_timing(assembled) == without_timing(whole)
+
+
 PLOTS = "document.querySelectorAll('.js-plotly-plot')"
 
 
