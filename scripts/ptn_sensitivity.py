@@ -3,13 +3,16 @@
 Reads the undefended models and data that a run of ``--env`` left (the potion pipeline's
 inputs), computes each share's importances once per kind (on D minus S_f where the
 environment's ``retain_set`` is ``exact``) and repeats the search for every value of each
-``--vary`` setting, the others at the environment's values.  Per setting, kind and value
-it prints healed and damage averaged over the shares, mean and 95% interval over the
-seeds (N seeds), one-shot apart, and how many searches gave up.
+``--vary`` setting, the others at the environment's values or ``--fix``'s.  Per setting,
+kind and value it prints healed and damage averaged over the shares, mean and 95%
+interval over the seeds (N seeds), one-shot apart, and how many searches gave up at which
+bound.
 
     .venv/bin/python scripts/ptn_sensitivity.py --env potion_paper --namespaces paper_1 \\
         --vary min_percentile=90,95,99 --vary max_dampened=0.02,0.05,0.2
     .venv/bin/python scripts/ptn_sensitivity.py --vary rho=0,0.05,0.1,0.2,0.5 --kinds xlf
+    .venv/bin/python scripts/ptn_sensitivity.py --env potion_paper --kinds ssd \\
+        --vary min_percentile=1e-6,90 --fix max_dampened=1    # both bounds lifted at 1e-6
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from ieu_potion.unlearning.ptn import PTNConfig, ptn_search
 SETTINGS = ("rho", "min_percentile", "max_dampened", "step")
 
 
-def searches(catalog, params, namespace: str, seed: int, kinds, grid, shares=()):
-    """One row per (share, kind, setting, value) of one run: healed, damage, gave up."""
+def searches(catalog, params, namespace: str, seed: int, kinds, grid, shares=(), fixed=None):
+    """One row per (share, kind, setting, value) of one run: healed, damage, gave up and
+    why.  ``fixed`` settings replace the environment's in every search."""
     run = f"{namespace}.seed_{seed}"
     model = catalog.load(f"{run}.none_model")
     train = catalog.load(f"{run}.poisoned_train")
     config = params.potion_for(namespace)
+    base = dataclasses.replace(config.ptn, **(fixed or {}))
     subsets = select_shares(catalog.load(f"{run}.discovery_subsets"), shares or config.shares)
     views = view_maker(model, params.finetune_for(namespace))
     attack = params.namespaces()[namespace].attack
@@ -67,7 +72,7 @@ def searches(catalog, params, namespace: str, seed: int, kinds, grid, shares=())
             imp_r = full[kind] if full else importance(kind, retain)
             for setting, values in grid.items():
                 for value in values:
-                    ptn = dataclasses.replace(config.ptn, **{setting: value})
+                    ptn = dataclasses.replace(base, **{setting: value})
                     result = ptn_search(
                         theta0,
                         imp_f,
@@ -90,6 +95,7 @@ def searches(catalog, params, namespace: str, seed: int, kinds, grid, shares=())
                             "healed": after["poison_healed"],
                             "damage": damage,
                             "gave_up": not result.converged,
+                            "stop": result.stop,
                         }
                     )
         print(f"{run} {share}: done", flush=True)
@@ -117,24 +123,31 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
                 "healed %": with_interval(healed[0], healed[1], 100),
                 "damage pp": with_interval(damage[0], damage[1]),
                 "one-shot healed %": with_interval(*interval(one_shot.healed)[:2], 100),
-                "gave up": f"{int(part.gave_up.sum())} of {len(part)}",
+                "gave up": gave_up(part),
             }
         )
     return pd.DataFrame(out)
 
 
-def parse_grid(items: list[str]) -> dict[str, list[float]]:
+def gave_up(part: pd.DataFrame) -> str:
+    """ "k of n", and which bound stopped the k searches (``SearchResult.stop``)."""
+    stops = part[part.gave_up].stop.value_counts()
+    why = ", ".join(f"{stop} {count}" for stop, count in stops.items())
+    return f"{int(part.gave_up.sum())} of {len(part)}" + (f" ({why})" if why else "")
+
+
+def parse_grid(items: list[str], option: str = "--vary") -> dict[str, list[float]]:
     """``SETTING=V1,V2,...`` items as {setting: values}, each value checked by PTNConfig."""
     grid = {}
     for item in items:
         setting, _, values = item.partition("=")
         if setting not in SETTINGS or not values:
             raise SystemExit(
-                f"--vary {item!r}: give SETTING=V1,V2,... with SETTING one of {SETTINGS}"
+                f"{option} {item!r}: give SETTING=V1,V2,... with SETTING one of {SETTINGS}"
             )
         grid[setting] = [float(v) for v in values.split(",")]
         for value in grid[setting]:  # out-of-range values are refused before any work
-            settings_from_params(PTNConfig, {setting: value}, f"--vary {setting}")
+            settings_from_params(PTNConfig, {setting: value}, f"{option} {setting}")
     return grid
 
 
@@ -146,10 +159,21 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=["xlf", "lf", "ssd"])
     parser.add_argument("--shares", nargs="+", default=(), help="default: the run's")
     parser.add_argument("--vary", action="append", required=True, help="SETTING=V1,V2,...")
+    parser.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        help="SETTING=V: this value in every search (e.g. a bound lifted while the other varies)",
+    )
     parser.add_argument("--csv", help="also write every search's row here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     grid = parse_grid(args.vary)
+    fixed = {}
+    for setting, values in parse_grid(args.fix, "--fix").items():
+        if len(values) != 1 or setting in grid:
+            raise SystemExit(f"--fix {setting}: give one value, for a setting not in --vary")
+        fixed[setting] = values[0]
 
     raw, catalog_config = project_config(args.env)
     params = validate_parameters(raw)
@@ -158,7 +182,7 @@ def main() -> None:
         row
         for namespace in args.namespaces or params.potion_unlearning.attacks
         for seed in (params.seeds if args.seeds is None else args.seeds)
-        for row in searches(catalog, params, namespace, seed, args.kinds, grid, args.shares)
+        for row in searches(catalog, params, namespace, seed, args.kinds, grid, args.shares, fixed)
     ]
     frame = pd.DataFrame(rows)
     if args.csv:
