@@ -117,7 +117,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
             {
                 "namespace": namespace,
                 "setting": setting,
-                "value": value,
+                "value": f"{value:g}",
                 "kind": kind,
                 "N (seeds)": healed[2],
                 "healed %": with_interval(healed[0], healed[1], 100),

@@ -59,7 +59,8 @@ def test_the_summary_averages_shares_per_seed_and_counts_searches_given_up():
         ],
     )
     (row,) = script.summary(rows).to_dict("records")
-    assert row["N (seeds)"] == 3 and row["gave up"] == "3 of 9 (max_dampened 2, min_percentile 1)"
+    assert row["value"] == "0.1" and row["N (seeds)"] == 3
+    assert row["gave up"] == "3 of 9 (max_dampened 2, min_percentile 1)"
     # per seed 0.6, 0.7, 0.8: mean 70%, t(0.975, 2) * 0.1 / sqrt(3) = 24.8 points
     half = 4.302653 * 0.1 / math.sqrt(3)
     assert row["healed %"] == f"70.0 ± {100 * half:.1f}"
