@@ -47,8 +47,17 @@ def parse_overrides(items: list[str]) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = number_or_yaml(value)
     return out
+
+
+def number_or_yaml(text: str):
+    """``text`` as a number where it is one (YAML reads ``5e-3`` as a string), else as
+    YAML (lists, booleans, strings)."""
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return yaml.safe_load(text)
 
 
 def metric(rows, name: str) -> float:
