@@ -635,8 +635,8 @@ def test_potion_unlearning_end_to_end(tiny_run):
 
 @pytest.mark.slow
 def test_the_potion_paper_environment_end_to_end_shrunk(project):
-    """The shipped potion_paper environment, shrunk (one digit copy at 16 px, one poison
-    level, one epoch, two shares): a model from random weights on the whole training set,
+    """The shipped potion_paper environment, shrunk (one digit copy, a narrow ResNet-9, one
+    poison level, one epoch, one share): a model from random weights on the whole training set,
     the patch stamped after the augmentation, EU retraining from scratch, and the report's
     reproduction table beside the paper's values."""
     import pandas as pd
@@ -648,6 +648,10 @@ def test_the_potion_paper_environment_end_to_end_shrunk(project):
         "data_root: data/potion_paper\nattacks: [paper_1]\npotion_attacks: [paper_1]\n"
         "defences: [none]\ndigit_copies: 1\n"
     )
+    parameters = (env / "parameters.yml").read_text()
+    narrow = parameters.replace("widths: [32, 64, 128, 64]", "widths: [8, 16, 16, 8]")
+    assert narrow != parameters, "the environment's ResNet-9 widths moved"
+    (env / "parameters.yml").write_text(narrow)
     shrink = (
         "finetune.epochs=1,potion.shares=[share_0.5],potion.ptn.max_steps=4,"
         "potion.ssd_alphas=[10],seeds=1,paper_1.attack.rate=0.05"
